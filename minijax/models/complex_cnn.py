@@ -1,0 +1,63 @@
+"""The seed's ComplexCNN (its Task 2 answer): two conv stages, spatial attention and a residual block.
+
+905,364 parameters at 50 classes, for any spatial size (global average pooling before the head).
+Layer order follows the seed report's summary: conv-pool, conv-pool, spatial attention (CBAM style,
+7x7 conv over [mean, max] of the channels), a 5-conv residual block scaled by 0.2 as in ESRGAN's
+RDB, dropout, global average pooling, dense 512, dense num_classes.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+_PAD1 = ((1, 1), (1, 1))
+
+
+class SpatialAttention(nn.Module):
+  kernel_size: int = 7
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    pooled = jnp.concatenate(
+        [jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)], axis=-1)
+    pad = (self.kernel_size - 1) // 2
+    gate = nn.Conv(1, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
+                   use_bias=False, dtype=self.dtype)(pooled)
+    return nn.sigmoid(gate)
+
+
+class ResidualBlock5(nn.Module):
+  """Five 3x3 convs (ReLU between), output scaled by 0.2 and added to the input."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    out = x
+    for i in range(5):
+      out = nn.Conv(width, (3, 3), padding=_PAD1, dtype=self.dtype, name=f"conv{i + 1}")(out)
+      if i < 4:
+        out = nn.relu(out)
+    return out * 0.2 + x
+
+
+class ComplexCNN(nn.Module):
+  num_classes: int = 50
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    x = nn.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1")(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = nn.Conv(128, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv2")(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = SpatialAttention(dtype=self.dtype, name="spatial_attention")(x) * x
+    x = ResidualBlock5(dtype=self.dtype, name="residual_block")(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.relu(nn.Dense(512, dtype=self.dtype, name="fc1")(x))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
+    return x.astype(jnp.float32)

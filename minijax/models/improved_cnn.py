@@ -1,0 +1,27 @@
+"""The seed's ImprovedCNN: three conv/pool stages and a large fully connected head.
+
+67,228,274 parameters at 256x256 and 50 classes. The first dense layer sees the flattened
+(H/8, W/8, 128) map, so unlike the other models it is tied to the spatial size it was built for.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ImprovedCNN(nn.Module):
+  num_classes: int = 50
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    for width in (32, 64, 128):
+      x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))  # NHWC flatten; interop permutes torch's NCHW order.
+    x = nn.relu(nn.Dense(512, dtype=self.dtype)(x))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return x.astype(jnp.float32)

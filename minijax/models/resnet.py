@@ -1,0 +1,61 @@
+"""ResNet34 in torchvision's layout with a configurable head (21,310,322 parameters at 50 classes).
+
+Explicit torch-style paddings (not 'SAME') so that strided convs and the stem max-pool see exactly
+the pixels torchvision's do; minijax.interop relies on it for logit parity.
+"""
+from functools import partial
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class BasicBlock(nn.Module):
+  filters: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=self.dtype)
+    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    residual = x
+    y = conv(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = nn.relu(norm(name="bn1")(y))
+    y = conv(self.filters, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = norm(name="bn2")(y)
+    if residual.shape != y.shape:
+      residual = conv(self.filters, (1, 1), (self.strides,) * 2, padding="VALID",
+                      name="downsample_conv")(residual)
+      residual = norm(name="downsample_bn")(residual)
+    return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  stage_sizes: Sequence[int]
+  num_classes: int = 50
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                dtype=self.dtype, name="conv1")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                     name="bn1")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = BasicBlock(self.width * 2**stage, strides, dtype=self.dtype,
+                       name=f"layer{stage + 1}_{block}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return x.astype(jnp.float32)
+
+
+ResNet34 = partial(ResNet, stage_sizes=(3, 4, 6, 3))
+ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2))
