@@ -1,0 +1,226 @@
+"""minijax.interop: seed PyTorch weights converted to Flax give the same logits.
+
+Logit parity against independently written torch models (tests/torch_reference.py) is what proves
+the Flax ports match the seed's architectures, layouts included.
+"""
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from minijax import interop  # pylint: disable=wrong-import-position
+from minijax.models import create_model  # pylint: disable=wrong-import-position
+
+try:  # tests/ is a package only if someone adds an __init__.py; otherwise pytest puts it on sys.path.
+  from tests import torch_reference  # pylint: disable=wrong-import-position
+except ImportError:
+  import torch_reference  # pylint: disable=wrong-import-position
+
+BATCH = 2
+NUM_CLASSES = 10
+
+
+def _randomize_batch_norm(model: torch.nn.Module, generator: torch.Generator) -> None:
+  """Non-trivial BN statistics and affine, so a mix-up of scale/bias/mean/var changes the logits."""
+  for module in model.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):
+      channels = module.num_features
+      with torch.no_grad():
+        module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+        module.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
+        module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+        module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+
+
+def _torch_model(model_name: str, image_size: tuple[int, int]) -> torch.nn.Module:
+  torch.manual_seed(0)
+  if model_name == "improvedcnn":
+    model = torch_reference.ImprovedCNN(NUM_CLASSES, image_size)
+  elif model_name == "complexcnn":
+    model = torch_reference.ComplexCNN(NUM_CLASSES)
+  else:
+    model = torch_reference.resnet34(NUM_CLASSES)
+    _randomize_batch_norm(model, torch.Generator().manual_seed(1))
+  return model.eval()
+
+
+def _template(model_name: str, image_size: tuple[int, int]):
+  model = create_model(ml_collections.ConfigDict({"name": model_name, "dtype": "float32"}),
+                       NUM_CLASSES)
+  dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
+  return model, jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), dummy)
+
+
+def _inputs(image_size: tuple[int, int]) -> np.ndarray:
+  return np.random.default_rng(0).standard_normal((BATCH, *image_size, 3), dtype=np.float32)
+
+
+def _flax_logits(model, variables, x_nhwc: np.ndarray) -> np.ndarray:
+  # Full float32 matmuls/convs, so the comparison also holds on accelerators (TF32 by default).
+  with jax.default_matmul_precision("highest"):
+    return np.asarray(model.apply(variables, jnp.asarray(x_nhwc), train=False))
+
+
+def _torch_logits(model: torch.nn.Module, x_nhwc: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+def _assert_logits_close(actual: np.ndarray, expected: np.ndarray) -> None:
+  assert actual.shape == expected.shape == (BATCH, NUM_CLASSES)
+  # Guards against a vacuous pass on degenerate (constant) logits.
+  assert np.std(expected) > 1e-4, expected
+  atol = 1e-4 * np.max(np.abs(expected)) + 1e-5
+  np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
+
+
+def _num_elements(tree) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+# (model, H, W): ImprovedCNN is tied to its build size (non-square checks the fc1 permutation);
+# 37 is odd and not a multiple of 32, so floor pooling and torch-style padding are exercised.
+CASES = [
+    ("improvedcnn", 32, 32),
+    ("improvedcnn", 32, 48),
+    ("complexcnn", 40, 40),
+    ("complexcnn", 37, 37),
+    ("resnet34", 32, 32),
+    ("resnet34", 37, 37),
+]
+
+
+@pytest.mark.parametrize("model_name,height,width", CASES)
+def test_converted_logits_match_torch(model_name: str, height: int, width: int):
+  image_size = (height, width)
+  torch_model = _torch_model(model_name, image_size)
+  model, template = _template(model_name, image_size)
+
+  variables = interop.torch_to_flax_variables(model_name, torch_model.state_dict(), template)
+
+  # Exactly the template's structure, shapes and dtypes.
+  assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(template)
+  for leaf, target in zip(jax.tree_util.tree_leaves(variables),
+                          jax.tree_util.tree_leaves(template)):
+    assert (leaf.shape, leaf.dtype) == (target.shape, target.dtype)
+  x = _inputs(image_size)
+  _assert_logits_close(_flax_logits(model, variables, x), _torch_logits(torch_model, x))
+
+
+@pytest.mark.parametrize("model_name", ["improvedcnn", "complexcnn", "resnet34"])
+def test_parameter_counts_match_torch(model_name: str):
+  torch_model = _torch_model(model_name, (32, 32))
+  _, template = _template(model_name, (32, 32))
+  assert _num_elements(template["params"]) == sum(p.numel() for p in torch_model.parameters())
+  torch_stats = sum(b.numel() for name, b in torch_model.named_buffers()
+                    if not name.endswith("num_batches_tracked"))
+  assert _num_elements(template.get("batch_stats", {})) == torch_stats
+
+
+@pytest.mark.parametrize("model_name,image_size,expected", [
+    ("improvedcnn", 256, 67_228_274),
+    ("complexcnn", 256, 905_364),
+    ("resnet34", 256, 21_310_322),
+])
+def test_reference_matches_seed_parameter_counts(model_name: str, image_size: int, expected: int):
+  # The seed's documented counts (50 classes) tie the hand-written reference to the seed itself.
+  with torch.device("meta"):  # shapes only: no 67M-parameter allocation
+    if model_name == "improvedcnn":
+      torch_model = torch_reference.ImprovedCNN(50, image_size)
+    elif model_name == "complexcnn":
+      torch_model = torch_reference.ComplexCNN(50)
+    else:
+      torch_model = torch_reference.resnet34(50)
+  assert sum(p.numel() for p in torch_model.parameters()) == expected
+
+
+@pytest.fixture(name="complexcnn_case")
+def fixture_complexcnn_case():
+  torch_model = _torch_model("complexcnn", (32, 32))
+  model, template = _template("complexcnn", (32, 32))
+  return torch_model, model, template
+
+
+def test_missing_key_is_named(complexcnn_case):
+  torch_model, _, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  del state_dict["rrdb.layer3.bias"]
+  with pytest.raises(ValueError, match=r"missing keys: \['rrdb.layer3.bias'\]"):
+    interop.torch_to_flax_variables("complexcnn", state_dict, template)
+
+
+def test_unexpected_key_is_named(complexcnn_case):
+  torch_model, _, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  state_dict["head.weight"] = torch.zeros(3)
+  with pytest.raises(ValueError, match=r"unexpected keys: \['head.weight'\]"):
+    interop.torch_to_flax_variables("complexcnn", state_dict, template)
+
+
+def test_shape_mismatch_names_key_and_shapes(complexcnn_case):
+  torch_model, _, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  state_dict["fc2.weight"] = torch.zeros(NUM_CLASSES + 1, 512)
+  with pytest.raises(ValueError, match=r"'fc2.weight'.*\(11, 512\).*\(10, 512\)"):
+    interop.torch_to_flax_variables("complexcnn", state_dict, template)
+
+
+def test_improvedcnn_built_for_another_size_is_a_shape_error():
+  torch_model = _torch_model("improvedcnn", (64, 64))
+  _, template = _template("improvedcnn", (32, 32))
+  with pytest.raises(ValueError, match=r"'fc1.weight'.*\(512, 8192\).*\(512, 2048\)"):
+    interop.torch_to_flax_variables("improvedcnn", torch_model.state_dict(), template)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: {f"module.{k}": v for k, v in sd.items()},  # nn.DataParallel
+    lambda sd: {"state_dict": sd, "epoch": 3},
+    lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}},
+    lambda sd: {k: v.numpy() for k, v in sd.items()},  # numpy arrays instead of tensors
+], ids=["module_prefix", "state_dict_wrapper", "model_wrapper_and_prefix", "numpy"])
+def test_wrapped_state_dicts_convert_identically(complexcnn_case, wrap):
+  torch_model, _, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  plain = interop.torch_to_flax_variables("complexcnn", state_dict, template)
+  wrapped = interop.torch_to_flax_variables("complexcnn", wrap(state_dict), template)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, wrapped, plain)
+
+
+def test_load_torch_checkpoint_round_trips_a_saved_state_dict(complexcnn_case, tmp_path):
+  torch_model, _, template = complexcnn_case
+  pth = tmp_path / "best_model.pth"
+  torch.save({"state_dict": torch_model.state_dict(), "epoch": 7}, pth)
+  loaded = interop.torch_to_flax_variables("complexcnn", interop.load_torch_checkpoint(pth),
+                                           template)
+  direct = interop.torch_to_flax_variables("complexcnn", torch_model.state_dict(), template)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, direct)
+
+
+def test_load_torch_checkpoint_without_torch_says_how_to_install(monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[torch\]'"):
+    interop.load_torch_checkpoint(tmp_path / "model.pth")
+
+
+def test_cli_conversion_round_trip(complexcnn_case, tmp_path):
+  checkpointing = pytest.importorskip("minijax.checkpointing")
+  for name in ("save_pretrained", "load_pretrained"):
+    if not hasattr(checkpointing, name):
+      pytest.skip(f"minijax.checkpointing.{name} does not exist yet")
+  torch_model, model, _ = complexcnn_case
+  pth = tmp_path / "best_model.pth"
+  torch.save({"model": torch_model.state_dict(), "epoch": 7}, pth)
+
+  interop.convert_checkpoint("complexcnn", pth, tmp_path / "workdir", image_size=32,
+                             num_classes=NUM_CLASSES)
+  variables, metadata = checkpointing.load_pretrained(tmp_path / "workdir")
+
+  assert metadata["model"] == "complexcnn"
+  assert metadata["num_classes"] == NUM_CLASSES
+  x = _inputs((32, 32))
+  _assert_logits_close(_flax_logits(model, variables, x), _torch_logits(torch_model, x))
