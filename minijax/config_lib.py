@@ -1,0 +1,125 @@
+"""The base config shared by configs/*.py, the `:demo` switch, and validation of every field.
+
+Validation runs in main before any data is read or anything is compiled, and names the key.
+"""
+import ml_collections
+
+from minijax import preprocess
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATASETS = ("imagelist", "synthetic")
+OPTIMIZERS = ("adam",)
+
+
+def base_config(model_name: str) -> ml_collections.ConfigDict:
+  """The seed's recipe on ImageNet-mini: Adam 1e-3, batch 64, 25 epochs, 256x256, flip + rot 10."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "imagelist"
+  config.data.root = ""  # Folder with train.txt, val.txt (or validation.txt), test.txt, images/.
+  config.data.image_size = 256
+  config.data.num_classes = 50
+  config.data.num_threads = 8   # Reader threads (PIL decoding releases the GIL).
+  config.data.num_workers = 0   # >0: grain worker processes for the train stream.
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      num_classes=10, train_per_class=120, val_per_class=20, test_per_class=20, seed=0,
+      min_size=40, max_size=96))
+
+  config.input = ml_collections.ConfigDict()
+  config.input.mean = IMAGENET_MEAN
+  config.input.std = IMAGENET_STD
+  config.input.flip = True
+  config.input.rotation_degrees = 10.0
+  config.input.train_channels = "RGB"  # A naive model trained on a subset, e.g. "RG".
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = model_name
+  config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+
+  config.batch_size = 64       # Global, over all devices and processes.
+  config.eval_batch_size = 64
+  config.num_epochs = 25
+  config.log_every_steps = 50
+  config.checkpoint_keep_best = 1
+  config.progress_bar = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = "test"
+  config.eval.channel_subsets = preprocess.EVAL_SUBSETS
+  return config
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Handles the config arg after ':'. 'demo' switches to the embedded synthetic set, small size."""
+  if not arg:
+    return config
+  if arg != "demo":
+    raise ValueError(f"unknown config arg {arg!r}; the only one is 'demo'")
+  config.data.name = "synthetic"
+  config.data.num_classes = config.data.synthetic.num_classes
+  config.data.image_size = 32
+  config.batch_size = 32
+  config.eval_batch_size = 100
+  config.num_epochs = 6
+  config.log_every_steps = 10
+  return config
+
+
+def _fail(key: str, value, why: str):
+  raise ValueError(f"config.{key}={value!r}: {why}")
+
+
+def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
+  """Checks values that a type check cannot, naming the key of the first bad one."""
+  from minijax import models  # Deferred: importing models pulls in flax.
+
+  if config.model.name not in models.MODELS:
+    _fail("model.name", config.model.name, f"unknown model; choose from {sorted(models.MODELS)}")
+  if config.model.dtype not in models.DTYPES:
+    _fail("model.dtype", config.model.dtype, f"choose from {sorted(models.DTYPES)}")
+  if config.data.name not in DATASETS:
+    _fail("data.name", config.data.name, f"choose from {DATASETS}")
+  if config.data.name == "imagelist" and not config.data.root:
+    _fail("data.root", config.data.root,
+          "set --config.data.root=/path/to/imagenet-mini (with train.txt, val.txt, test.txt), "
+          "or use the embedded synthetic dataset with the ':demo' config arg")
+  if config.data.name == "synthetic" and config.data.num_classes != config.data.synthetic.num_classes:
+    _fail("data.num_classes", config.data.num_classes,
+          f"must equal data.synthetic.num_classes={config.data.synthetic.num_classes}")
+  for key in ("data.image_size", "data.num_classes", "batch_size", "eval_batch_size",
+              "num_epochs", "log_every_steps", "checkpoint_keep_best"):
+    value = config[key.split(".")[0]] if "." not in key else config.data[key.split(".")[1]]
+    if not isinstance(value, int) or value < 1:
+      _fail(key, value, "must be a positive integer")
+  if config.model.name == "improvedcnn" and config.data.image_size % 8:
+    _fail("data.image_size", config.data.image_size, "ImprovedCNN needs a multiple of 8")
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] % device_count:
+      _fail(key, config[key], f"must be divisible by the {device_count} devices")
+  if config.optimizer.name not in OPTIMIZERS:
+    _fail("optimizer.name", config.optimizer.name, f"choose from {OPTIMIZERS}")
+  if not config.optimizer.learning_rate > 0:
+    _fail("optimizer.learning_rate", config.optimizer.learning_rate, "must be > 0")
+  if config.input.rotation_degrees < 0:
+    _fail("input.rotation_degrees", config.input.rotation_degrees, "must be >= 0")
+  for key in ("mean", "std"):
+    if len(config.input[key]) != 3:
+      _fail(f"input.{key}", config.input[key], "needs one value per RGB channel")
+  if any(s <= 0 for s in config.input.std):
+    _fail("input.std", config.input.std, "must be positive")
+  for key, subsets in (("input.train_channels", [config.input.train_channels]),
+                       ("eval.channel_subsets", list(config.eval.channel_subsets))):
+    for subset in subsets:
+      try:
+        preprocess.subset_indices(subset)
+      except ValueError as error:
+        _fail(key, subset, str(error))
+  if config.eval.split not in ("val", "test"):
+    _fail("eval.split", config.eval.split, "choose 'val' or 'test'")

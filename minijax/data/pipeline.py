@@ -1,0 +1,57 @@
+"""Grain pipelines: random-access sources -> uint8 NHWC batches for this process.
+
+Training order is a function of (seed, step) only: one global stream of shuffled epochs
+(grain reshuffles each repetition), cut into global batches; process p reads every P-th example of
+it, which is exactly its share of each global batch. Resuming at step s starts the stream at
+s * global_batch, so resume is exact without iterator state, whatever the process count.
+"""
+import logging
+import pathlib
+from typing import Iterator
+
+import grain
+import numpy as np
+
+from minijax.data import imagelist, synthetic
+
+
+def get_source(data_config, split: str):
+  """The random-access source of one split ('train', 'val', 'test') named by config.data."""
+  if data_config.name == "synthetic":
+    params = dict(data_config.synthetic)
+    root = pathlib.Path(data_config.root) if data_config.root else synthetic.default_synthetic_root(
+        **params)
+    synthetic.write_synthetic_dataset(root, **params)
+    return imagelist.ImageListSource(root, split, data_config.image_size, data_config.num_classes)
+  if data_config.name == "imagelist":
+    return imagelist.ImageListSource(data_config.root, split, data_config.image_size,
+                                     data_config.num_classes)
+  raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset")
+
+
+def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,
+                  process_index: int = 0, process_count: int = 1,
+                  num_threads: int = 8, num_workers: int = 0) -> Iterator[dict]:
+  """Yields {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)} for steps [start_step, num_steps)."""
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} processes")
+  num_epochs = -(-num_steps * global_batch_size // len(source))  # ceil
+  stream = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+  stream = stream[start_step * global_batch_size:num_steps * global_batch_size]
+  stream = stream[process_index::process_count]
+  iterator = stream.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * global_batch_size))
+  if num_workers > 0:
+    iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(iterator.batch(global_batch_size // process_count, drop_remainder=True))
+
+
+def load_split(source, num_threads: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes a whole (small) split once into memory: (uint8 images (N,H,W,C), int32 labels)."""
+  examples = list(grain.MapDataset.source(source).to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64)))
+  if not examples:
+    raise ValueError(f"split of {source!r} is empty")
+  logging.info("decoded %d examples", len(examples))
+  return (np.stack([e["image"] for e in examples]),
+          np.asarray([e["label"] for e in examples], np.int32))
