@@ -1,0 +1,140 @@
+"""The trainer end to end on a tiny config: learning, checkpoints, resume, devices, the CLI."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import cli_overrides, tiny_config
+from minijax import checkpointing, metric_writers, models, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _train_losses(workdir):
+  return [r["loss"] for r in metric_writers.read_metrics(workdir) if r["split"] == "train"]
+
+
+def _latest_variables(workdir, config):
+  mesh = train.make_mesh()
+  model = models.create_model(config.model, config.data.num_classes)
+  state = train.create_train_state(model, config, mesh, jax.random.key(0))
+  manager = checkpointing.make_manager(workdir)
+  variables, opt_state, meta = checkpointing.restore(manager, manager.latest_step(),
+                                                     state.variables, state.opt_state)
+  manager.close()
+  return variables, opt_state, meta
+
+
+def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
+  config = tiny_config(num_epochs=4, **{"data.image_size": 32})
+  results = train.train_and_evaluate(config, tmp_path)
+  losses = _train_losses(tmp_path)
+  assert len(losses) == 4 * 6  # 48 images / batch 8 = 6 steps per epoch
+  assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:3])
+  assert [row["channels"] for row in results["channels"]] == list(config.eval.channel_subsets)
+  for name in ("channel_accuracy.csv", "channel_accuracy.md", "results.json", "curves.png",
+               "channel_accuracy.png", "confusion_RGB.csv", "confusion_RGB.png",
+               "per_class_RGB.csv"):
+    assert (tmp_path / "report" / name).stat().st_size > 0, name
+  confusion = np.loadtxt(tmp_path / "report" / "confusion_RGB.csv", delimiter=",")
+  assert confusion.shape == (4, 4) and confusion.sum() == 16
+  assert list((tmp_path / "tensorboard").iterdir())
+  val = [r for r in metric_writers.read_metrics(tmp_path) if r["split"] == "val"]
+  assert [r["epoch"] for r in val] == [1, 2, 3, 4]
+
+
+def test_checkpoints_keep_best_and_latest(tmp_path, monkeypatch):
+  config = tiny_config(num_epochs=3)
+  # Make validation loss rise after the first epoch so best (epoch 1) != latest (epoch 3).
+  fake_losses = iter([1.0, 2.0, 3.0])
+  from minijax import evaluate
+  real_evaluate = evaluate.Evaluator.evaluate
+
+  def fake_evaluate(self, variables, images, labels, subset):
+    result = real_evaluate(self, variables, images, labels, subset)
+    if len(images) == 16 and not getattr(self, "_final", False):
+      result["loss"] = next(fake_losses, result["loss"])
+    return result
+
+  monkeypatch.setattr(evaluate.Evaluator, "evaluate", fake_evaluate)
+  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: None)
+  train.train_and_evaluate(config, tmp_path)
+  manager = checkpointing.make_manager(tmp_path)
+  assert manager.all_steps() == [6, 18]
+  assert manager.best_step() == 6 and manager.latest_step() == 18
+  _, meta = checkpointing.load_pretrained(tmp_path)
+  assert meta["epoch"] == 1  # Evaluation loads the best, not the latest.
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path):
+  straight = tiny_config(num_epochs=2)
+  train.train_and_evaluate(straight, tmp_path / "straight")
+  # "Interrupted" after one epoch: the same command with 2 epochs then resumes from the latest.
+  train.train_and_evaluate(tiny_config(num_epochs=1), tmp_path / "resumed")
+  train.train_and_evaluate(straight, tmp_path / "resumed")
+  a_vars, a_opt, a_meta = _latest_variables(tmp_path / "straight", straight)
+  b_vars, b_opt, b_meta = _latest_variables(tmp_path / "resumed", straight)
+  assert a_meta["step"] == b_meta["step"] == 12
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), a_vars, b_vars)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), a_opt, b_opt)
+  # The resumed half saw the same batches: its logged losses equal the straight run's.
+  np.testing.assert_allclose(_train_losses(tmp_path / "resumed"), _train_losses(tmp_path / "straight"),
+                             rtol=1e-5)
+
+
+def _run_main(workdir, *args, env_extra=None, timeout=300):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run(
+      [sys.executable, "-m", "minijax.main", "--config=configs/resnet34.py:demo",
+       f"--workdir={workdir}", *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_four_host_devices_give_the_same_losses_as_one(tmp_path):
+  # ResNet18 has BatchNorm: under jit its statistics are over the global batch on any mesh.
+  # A small learning rate: Adam's first steps are sign-like and would amplify float noise.
+  args = cli_overrides(**{"model.name": "resnet18", "num_epochs": 1,
+                          "optimizer.learning_rate": 1e-5, "eval.channel_subsets": "('RGB',)"})
+  one = _run_main(tmp_path / "one", *args)
+  assert one.returncode == 0, one.stderr[-3000:]
+  four = _run_main(tmp_path / "four", *args,
+                   env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert four.returncode == 0, four.stderr[-3000:]
+  config = json.loads((tmp_path / "four" / "config.json").read_text())
+  assert config["model"]["name"] == "resnet18"
+  np.testing.assert_allclose(_train_losses(tmp_path / "four"), _train_losses(tmp_path / "one"),
+                             rtol=1e-4)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.data.no_such_key=1", "unknown key config.data.no_such_key"),
+    ("--config.model.name=vgg", "config.model.name='vgg': unknown model"),
+    ("--config.batch_size=-3", "config.batch_size=-3: must be a positive integer"),
+    ("--config.eval.channel_subsets=('RGB','RX')", "config.eval.channel_subsets='RX'"),
+    ("--config.batch_size=abc", "--config.batch_size=abc"),
+])
+def test_bad_config_fails_fast_naming_the_key(tmp_path, flag, message):
+  start = time.monotonic()
+  result = _run_main(tmp_path / "w", flag, timeout=60)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert time.monotonic() - start < 30
+  assert not (tmp_path / "w").exists()  # Failed before touching anything.
+
+
+def test_missing_dataset_fails_within_seconds_saying_where(tmp_path):
+  start = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, "-m", "minijax.main", "--config=configs/complexcnn.py",
+       f"--workdir={tmp_path / 'w'}", f"--config.data.root={tmp_path / 'nowhere'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode != 0
+  assert str(tmp_path / "nowhere") in result.stderr
+  assert "train.txt" in result.stderr and "minijax.prepare" in result.stderr
+  assert time.monotonic() - start < 30
