@@ -20,7 +20,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from minijax import checkpointing, evaluate, metric_writers, models, preprocess
-from minijax.data import pipeline
+from minijax.data import device_dataset, pipeline
 
 
 @flax.struct.dataclass
@@ -106,6 +106,44 @@ def _device_batches(batches, sharding, prefetch: int = 2):
   yield from queue
 
 
+def device_train_batches(config, train_source, mesh, start_step: int, num_steps: int):
+  """Global uint8 batches on the devices for steps [start_step, num_steps).
+
+  Streamed: grain reads and decodes, only uint8 crosses. On device (config.data.on_device): the
+  split is uploaded once and only the indices of each batch cross, in the same order.
+  """
+  batch_sharding = NamedSharding(mesh, P("data"))
+  order = functools.partial(
+      pipeline.train_batches, global_batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_threads=config.data.num_threads)
+  size = config.data.image_size
+  num_bytes = len(train_source) * size * size * 3
+  if not device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
+                                              config.data.device_memory_fraction):
+    return _device_batches(order(train_source, num_workers=config.data.num_workers),
+                           batch_sharding)
+  images, labels = pipeline.load_split(train_source, config.data.num_threads)
+  dataset = device_dataset.DeviceDataset(images, labels, mesh)
+  del images, labels
+  indices = order(device_dataset.IndexSource(len(train_source)))
+  return (dataset.batch(b["index"]) for b in _device_batches(indices, batch_sharding))
+
+
+def resume_step(meta: dict, config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """The checkpoint's step when the global batch is unchanged (the data position then follows
+  exactly, whatever the process count); else the start of its current epoch, with a warning."""
+  saved_batch = meta.get("batch_size", config.batch_size)  # Older checkpoints did not record it.
+  if saved_batch == config.batch_size:
+    return int(meta["step"])
+  step = int(meta["epoch"]) * steps_per_epoch
+  logging.warning("the checkpoint (step %d) was trained with global batch %d, this run uses %d: "
+                  "its data position cannot be continued exactly; resuming from the start of epoch "
+                  "%d (step %d)", meta["step"], saved_batch, config.batch_size,
+                  int(meta["epoch"]) + 1, step)
+  return step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = pathlib.Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +152,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   mesh = make_mesh()
-  batch_sharding = NamedSharding(mesh, P("data"))
   train_source = pipeline.get_source(config.data, "train")
   val_images, val_labels = pipeline.load_split(pipeline.get_source(config.data, "val"),
                                                config.data.num_threads)
@@ -133,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if manager.latest_step() is not None:
     variables, opt_state, meta = checkpointing.restore(manager, manager.latest_step(),
                                                        state.variables, state.opt_state)
-    state = state.replace(step=jnp.asarray(meta["step"], jnp.int32), params=variables["params"],
+    state = state.replace(step=jnp.asarray(resume_step(meta, config, steps_per_epoch), jnp.int32),
+                          params=variables["params"],
                           batch_stats=variables["batch_stats"], opt_state=opt_state)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) in {workdir}")
@@ -144,13 +182,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
   evaluator = evaluate.Evaluator(model, config, mesh)
 
-  batches = pipeline.train_batches(
-      train_source, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
-      num_steps=num_steps, process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.data.num_threads, num_workers=config.data.num_workers)
+  batches = device_train_batches(config, train_source, mesh, start_step, num_steps)
   progress = metric_writers.Progress(num_steps, start_step, enabled=is_main and config.progress_bar)
   pending, window_start, window_step = [], time.perf_counter(), start_step
-  for step, batch in enumerate(_device_batches(batches, batch_sharding), start=start_step + 1):
+  for step, batch in enumerate(batches, start=start_step + 1):
     state, metrics = step_fn(state, batch, train_rng)
     pending.append(metrics)  # Device arrays: no host sync until the next log point.
     if step % config.log_every_steps == 0 or step % steps_per_epoch == 0 or step == num_steps:
@@ -172,7 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        f"acc {val['accuracy']:.4f}")
       checkpointing.save(manager, step, state.variables, state.opt_state,
                          {"step": step, "epoch": epoch, "val_loss": val["loss"],
-                          "val_accuracy": val["accuracy"]}, val["loss"])
+                          "val_accuracy": val["accuracy"], "batch_size": config.batch_size},
+                         val["loss"])
       window_start = time.perf_counter()  # Validation time is not training throughput.
   progress.close()
   writer.close()
