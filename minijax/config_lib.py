@@ -8,7 +8,7 @@ from minijax import preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASETS = ("imagelist", "synthetic")
+DATASETS = ("imagelist", "synthetic", "tfds")
 OPTIMIZERS = ("adam",)
 
 
@@ -24,9 +24,16 @@ def base_config(model_name: str) -> ml_collections.ConfigDict:
   config.data.num_classes = 50
   config.data.num_threads = 8   # Reader threads (PIL decoding releases the GIL).
   config.data.num_workers = 0   # >0: grain worker processes for the train stream.
+  # Hold the decoded train split on the accelerator and gather batches there: "auto" when it takes
+  # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
+  config.data.on_device = "auto"
+  config.data.device_memory_fraction = 0.5
   config.data.synthetic = ml_collections.ConfigDict(dict(
       num_classes=10, train_per_class=120, val_per_class=20, test_per_class=20, seed=0,
       min_size=40, max_size=96))
+  # name "tfds": a dataset prepared by `python -m minijax.prepare` (decoded pixels, array_record).
+  config.data.tfds_name = "imagenet_mini/256px"
+  config.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.
 
   config.input = ml_collections.ConfigDict()
   config.input.mean = IMAGENET_MEAN
@@ -86,6 +93,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     _fail("model.dtype", config.model.dtype, f"choose from {sorted(models.DTYPES)}")
   if config.data.name not in DATASETS:
     _fail("data.name", config.data.name, f"choose from {DATASETS}")
+  if config.data.on_device not in ("auto", "yes", "no"):
+    _fail("data.on_device", config.data.on_device, "choose 'auto', 'yes' or 'no'")
+  if not 0 < config.data.device_memory_fraction <= 1:
+    _fail("data.device_memory_fraction", config.data.device_memory_fraction, "must be in (0, 1]")
   if config.data.name == "imagelist" and not config.data.root:
     _fail("data.root", config.data.root,
           "set --config.data.root=/path/to/imagenet-mini (with train.txt, val.txt, test.txt), "
