@@ -47,6 +47,12 @@ def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
   assert list((tmp_path / "tensorboard").iterdir())
   val = [r for r in metric_writers.read_metrics(tmp_path) if r["split"] == "val"]
   assert [r["epoch"] for r in val] == [1, 2, 3, 4]
+  # --mode=evaluate on the finished workdir reproduces the report from the best checkpoint.
+  from minijax import evaluate
+  (tmp_path / "report" / "results.json").unlink()
+  again = evaluate.evaluate_workdir(config, tmp_path)
+  assert again == results
+  assert (tmp_path / "report" / "results.json").exists()
 
 
 def test_checkpoints_keep_best_and_latest(tmp_path, monkeypatch):
