@@ -1,10 +1,11 @@
 """Grain pipelines: random-access sources -> uint8 NHWC batches for this process.
 
 Training order is a function of (seed, step) only: one global stream of shuffled epochs
-(grain reshuffles each repetition), cut into global batches; process p reads every P-th example of
-it, which is exactly its share of each global batch. Resuming at step s starts the stream at
+(grain reshuffles each repetition), cut into global batches; process p reads the p-th contiguous
+block of B/P examples of each global batch, which is exactly its devices' share of it. Resuming at step s starts the stream at
 s * global_batch, so resume is exact without iterator state, whatever the process count.
 """
+import functools
 import logging
 import pathlib
 from typing import Iterator
@@ -26,6 +27,11 @@ def get_source(data_config, split: str):
   if data_config.name == "imagelist":
     return imagelist.ImageListSource(data_config.root, split, data_config.image_size,
                                      data_config.num_classes)
+  if data_config.name == "tfds":
+    # Pixels prepared once by `python -m minijax.prepare`; imported here so that TFDS loads only
+    # when used.
+    from minijax.data import tfds_source  # pylint: disable=import-outside-toplevel
+    return tfds_source.source_from_config(data_config, split)
   raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset")
 
 
@@ -38,12 +44,22 @@ def train_batches(source, *, global_batch_size: int, seed: int, start_step: int,
   num_epochs = -(-num_steps * global_batch_size // len(source))  # ceil
   stream = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
   stream = stream[start_step * global_batch_size:num_steps * global_batch_size]
-  stream = stream[process_index::process_count]
+  # Process p reads the p-th contiguous block of each global batch (not every P-th example): that is
+  # the block make_array_from_process_local_data gives its devices, so the global batch, and the
+  # per-example augmentation and dropout keys, are the same whatever the process count.
+  local = global_batch_size // process_count
+  stream = grain.MapDataset.range(len(stream) // process_count).map(
+      functools.partial(_block_element, stream, global_batch_size, process_index * local, local))
   iterator = stream.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * global_batch_size))
   if num_workers > 0:
     iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(iterator.batch(global_batch_size // process_count, drop_remainder=True))
+
+
+def _block_element(stream, global_batch: int, offset: int, local: int, index: int):
+  """Element `index` of this process's share: its block [offset, offset + local) of each batch."""
+  return stream[(index // local) * global_batch + offset + index % local]
 
 
 def load_split(source, num_threads: int = 8) -> tuple[np.ndarray, np.ndarray]:

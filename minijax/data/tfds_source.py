@@ -1,0 +1,127 @@
+"""Random-access source over a prepared TFDS dataset (array_record), for grain.
+
+Examples come back as {'image': uint8 (S, S, 3), 'label': int32}, exactly what the image-list
+sources give, but read from pixels stored once by `python -m minijax.prepare` (no decoding).
+Reading needs no builder code: TFDS reads the dataset from its files (dataset_info.json,
+features.json), so training never imports the builders and can never start a build by accident.
+"""
+import pathlib
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from minijax.data import imagelist
+
+
+def default_data_dir() -> str:
+  """Where TFDS looks if config.data.data_dir is empty: $TFDS_DATA_DIR or ~/tensorflow_datasets."""
+  return str(pathlib.Path(tfds.core.constants.DATA_DIR).expanduser())
+
+
+def prepare_command(tfds_name: str, data_dir: str | None = None) -> str:
+  """The command that prepares `tfds_name` (e.g. 'imagenet_mini/128px')."""
+  name, _, rest = tfds_name.partition("/")
+  config = rest.split(":")[0].split("/")[0]
+  size = re.match(r"(\d+)px", config)
+  size_flag = f" --image_size={size.group(1)}" if size else ""
+  data_dir_flag = f" --data_dir={data_dir}" if data_dir else ""
+  if name == "imagenet_mini":
+    return ("python -m minijax.prepare --source=/path/to/images.zip"
+            + ("" if size_flag == " --image_size=256" else size_flag) + data_dir_flag)
+  if name == "minijax_synthetic":
+    note = ("  (non-default synthetic parameters: build with minijax.prepare.prepare("
+            "'synthetic', synthetic_params=...))" if "_" in config else "")
+    return "python -m minijax.prepare --synthetic" + size_flag + data_dir_flag + note
+  if name == "fashion_mnist_idx":
+    return "python -m minijax.prepare --fashion_mnist" + data_dir_flag
+  return f"tfds build {name}" + data_dir_flag
+
+
+def open_builder(tfds_name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """The builder of a prepared dataset; DataError (where it looked, how to prepare) otherwise."""
+  data_dir = data_dir or None
+  where = data_dir or default_data_dir()
+  hint = f"Prepare it with:\n  {prepare_command(tfds_name, data_dir)}"
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+  except (tfds.core.DatasetNotFoundError, ValueError, AssertionError) as e:
+    raise imagelist.DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0]}). {hint}") from e
+  if not builder.is_prepared():
+    raise imagelist.DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} (no "
+                              f"{builder.data_path}/dataset_info.json). {hint}")
+  return builder
+
+
+class TfdsSource:
+  """One split of a prepared TFDS dataset as a random-access grain source.
+
+  Pickles as (name, split, data_dir): each worker process reopens the array_record files.
+  """
+
+  def __init__(self, tfds_name: str, split: str, data_dir: str | None = None, *,
+               image_size: int | None = None, num_classes: int | None = None):
+    self.tfds_name = tfds_name
+    self.split = split
+    self.data_dir = data_dir or None
+    builder = open_builder(tfds_name, self.data_dir)
+    self._check_features(builder, image_size, num_classes)
+    try:
+      self._source = builder.as_data_source(split=split)
+    except (KeyError, ValueError) as e:  # Unknown split name or bad slice.
+      raise imagelist.DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: no split "
+                                f"{split!r} ({e}); it has {sorted(builder.info.splits)}") from e
+    self._length = len(self._source)
+
+  def _check_features(self, builder, image_size: int | None, num_classes: int | None) -> None:
+    features = builder.info.features
+    image, label = features["image"], features["label"]
+    if image.np_dtype != np.uint8 or len(image.shape) != 3 or image.shape[2] != 3:
+      raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r}: image feature is "
+                                f"{image.np_dtype} {image.shape}, expected uint8 (S, S, 3)")
+    if image_size is not None and tuple(image.shape[:2]) != (image_size, image_size):
+      wanted = f"{self.tfds_name.split('/')[0]}/{image_size}px"
+      raise imagelist.DataError(
+          f"TFDS dataset {self.tfds_name!r} holds {image.shape[0]}x{image.shape[1]} images but "
+          f"config.data.image_size={image_size}: set config.data.tfds_name={wanted!r}, prepared "
+          f"with `{prepare_command(wanted, self.data_dir)}`")
+    if num_classes is not None and label.num_classes != num_classes:
+      raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r} has {label.num_classes} "
+                                f"classes but config.data.num_classes={num_classes}")
+
+  def _data_source(self):
+    if self._source is None:  # First use after unpickling.
+      self._source = tfds.data_source(self.tfds_name, split=self.split, data_dir=self.data_dir,
+                                      download=False)
+    return self._source
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < self._length:  # Also negative: grain never asks, a caller may by mistake.
+      raise IndexError(f"index {index} out of range for {self._length} examples")
+    return _example(self._data_source()[index])
+
+  def __getitems__(self, indices) -> list[dict[str, np.ndarray]]:
+    return [_example(record) for record in self._data_source().__getitems__(list(indices))]
+
+  def __getstate__(self) -> dict:
+    return {**self.__dict__, "_source": None}
+
+  def __repr__(self) -> str:
+    return (f"TfdsSource(tfds_name={self.tfds_name!r}, split={self.split!r}, "
+            f"data_dir={self.data_dir!r}, len={self._length})")
+
+
+def _example(record: dict) -> dict[str, np.ndarray]:
+  return {"image": record["image"], "label": np.int32(record["label"])}
+
+
+def source_from_config(data_config, split: str) -> TfdsSource:
+  """config.data (name 'tfds') -> source. An optional config.data.tfds_splits maps the trainer's
+  split names to TFDS split strings, e.g. {'train': 'train[:5000]'} for a small run."""
+  splits = data_config.get("tfds_splits") or {}
+  return TfdsSource(data_config.tfds_name, splits.get(split, split), data_config.data_dir or None,
+                    image_size=data_config.image_size, num_classes=data_config.num_classes)

@@ -1,0 +1,182 @@
+r"""Prepare a dataset once: every image decoded to uint8 pixels in a TFDS array_record dataset.
+
+  python -m minijax.prepare --source=/path/to/images.zip [--data_dir=DIR] [--image_size=256] \
+      [--num_workers=N] [--strict]
+  python -m minijax.prepare --synthetic [--image_size=32]      # the embedded synthetic set
+  python -m minijax.prepare --fashion_mnist [--source=DIR]     # IDX files; default: the Debian
+                                                               # package dataset-fashion-mnist
+
+--source is images.zip (read in place, not extracted) or the folder holding train.txt,
+val.txt/validation.txt, test.txt and images/; a folder of Fashion-MNIST IDX files is recognised
+too. Without --source, imagenet_mini looks in <data_dir>/downloads/manual/.
+
+Decoding runs on all cores into a chunk cache under <data_dir>/downloads/minijax_decode_cache:
+interrupt at any time and rerun the same command to continue; finished chunks are not redone.
+The dataset only appears (TFDS renames its incomplete.* folder) once complete; the cache is then
+deleted (--keep_cache keeps it). An existing dataset is reused; --overwrite rebuilds it (from the
+cache, if kept). Bad entries (unreadable, missing, bad label, duplicate, path outside the root,
+...) are skipped and listed in skipped.tsv in the dataset folder; --strict fails instead, naming
+them, and checks the lists before any decoding.
+
+Disk: pixels are stored raw, S*S*3 bytes per image: ImageNet-mini at 256 px is 12.6 GB, and the
+build needs about 3x that until it ends (decode cache, TFDS's shuffle buckets, the output).
+
+Then train with --config.data.name=tfds --config.data.tfds_name=<printed name>
+[--config.data.data_dir=DIR].
+"""
+import collections
+import dataclasses
+import logging as std_logging
+import pathlib
+import re
+import shutil
+import sys
+
+from absl import app, flags, logging
+
+from minijax.data import imagelist, listcheck
+
+_SOURCE = flags.DEFINE_string("source", None, "images.zip, its extracted folder, or a folder of "
+                              "Fashion-MNIST IDX files.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or "
+                                "~/tensorflow_datasets).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Side of the stored square images "
+                                   "(default 256; 32 with --synthetic; Fashion-MNIST: 28 only).")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
+_STRICT = flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
+_SYNTHETIC = flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
+_FASHION_MNIST = flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
+_KEEP_CACHE = flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
+
+KINDS = ("imagenet_mini", "synthetic", "fashion_mnist")
+
+
+@dataclasses.dataclass
+class Prepared:
+  tfds_name: str           # For config.data.tfds_name, e.g. 'imagenet_mini/256px'.
+  dataset_dir: pathlib.Path
+  data_dir: str            # For config.data.data_dir.
+  num_examples: dict[str, int]
+  problems: list[listcheck.Problem]
+  report: pathlib.Path | None
+
+
+def detect_kind(source: str | None) -> str:
+  """imagenet_mini, unless `source` is a folder of Fashion-MNIST IDX files."""
+  from minijax.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  if source and pathlib.Path(source).is_dir() and tfds_builders.is_idx_folder(
+      pathlib.Path(source)):
+    return "fashion_mnist"
+  return "imagenet_mini"
+
+
+def make_builder(kind: str, *, source=None, data_dir=None, image_size: int | None = None,
+                 num_workers: int | None = None, strict: bool = False,
+                 chunk_size: int | None = None,
+                 progress: bool = True, synthetic_params: dict | None = None):
+  """The TFDS builder for `kind` (one of KINDS)."""
+  from minijax.data import decode_cache, tfds_builders  # pylint: disable=import-outside-toplevel
+  data_dir = str(pathlib.Path(data_dir).expanduser()) if data_dir else None
+  if kind == "fashion_mnist":
+    if image_size not in (None, 28):
+      raise imagelist.DataError(f"Fashion-MNIST is prepared at 28x28 only, not image_size="
+                                f"{image_size}")
+    return tfds_builders.FashionMnistIdx(source=source, data_dir=data_dir, config="28px")
+  options = dict(source=source, data_dir=data_dir, num_workers=num_workers, strict=strict,
+                 chunk_size=chunk_size or decode_cache.DEFAULT_CHUNK_SIZE, progress=progress)
+  if kind == "synthetic":
+    config = tfds_builders.synthetic_config(image_size or 32, **(synthetic_params or {}))
+    return tfds_builders.MinijaxSynthetic(config=config, **options)
+  if kind == "imagenet_mini":
+    if synthetic_params:
+      raise ValueError("synthetic_params only apply to kind='synthetic'")
+    config = tfds_builders.imagenet_mini_config(image_size or 256)
+    return tfds_builders.ImagenetMini(config=config, **options)
+  raise ValueError(f"unknown kind {kind!r}; choose from {KINDS}")
+
+
+def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
+            max_examples_per_split: int | None = None, **builder_options) -> Prepared:
+  """Builds the dataset unless it exists (then only reads its report). See make_builder.
+
+  max_examples_per_split (TFDS's own option, for small test builds) keeps the first N examples
+  that each split generates.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from minijax.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  builder = make_builder(kind, **builder_options)
+  download_dir = pathlib.Path(builder.data_dir_root) / "downloads"
+  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  builder.download_and_prepare(download_dir=download_dir,
+                               download_config=tfds.download.DownloadConfig(
+                                   download_mode=mode,
+                                   max_examples_per_split=max_examples_per_split))
+  if not keep_cache and hasattr(builder, "decode_cache_dir"):
+    shutil.rmtree(builder.decode_cache_dir(download_dir), ignore_errors=True)
+  dataset_dir = pathlib.Path(builder.data_dir)
+  report = dataset_dir / tfds_builders.REPORT_NAME
+  problems = listcheck.read_report(report) if report.is_file() else []
+  return Prepared(
+      tfds_name=f"{builder.name}/{builder.builder_config.name}",
+      dataset_dir=dataset_dir, data_dir=str(builder.data_dir_root),
+      num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
+      problems=problems, report=report if report.is_file() else None)
+
+
+def reason_kind(reason: str) -> str:
+  """A reason with its specifics (quoted text, numbers) blanked, to count problems by kind."""
+  reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+  return re.sub(r"\d+", "N", reason)[:100]
+
+
+def summary(prepared: Prepared) -> str:
+  lines = [f"Prepared {prepared.tfds_name} in {prepared.dataset_dir}",
+           "  examples: " + ", ".join(f"{k} {v:,}" for k, v in prepared.num_examples.items())]
+  lines.append(f"  {listcheck.summarize(prepared.problems)}"
+               + (f"; report: {prepared.report}" if prepared.report else ""))
+  counts = collections.Counter(reason_kind(p.reason) for p in prepared.problems)
+  lines += [f"    {count:6d}  {kind}" for kind, count in counts.most_common()]
+  data_dir_flag = ("" if prepared.data_dir == _default_data_dir()
+                   else f" --config.data.data_dir={prepared.data_dir}")
+  lines.append("Train on it with:\n  --config.data.name=tfds "
+               f"--config.data.tfds_name={prepared.tfds_name}{data_dir_flag}")
+  return "\n".join(lines)
+
+
+def _default_data_dir() -> str:
+  from minijax.data import tfds_source  # pylint: disable=import-outside-toplevel
+  return tfds_source.default_data_dir()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every step at INFO.
+  std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+  if _SYNTHETIC.value and _FASHION_MNIST.value:
+    raise app.UsageError("choose one of --synthetic and --fashion_mnist")
+  if _SYNTHETIC.value:
+    if _SOURCE.value:
+      raise app.UsageError("--synthetic writes its own files; drop --source")
+    kind = "synthetic"
+  elif _FASHION_MNIST.value:
+    kind = "fashion_mnist"
+  else:
+    kind = detect_kind(_SOURCE.value)
+  try:
+    prepared = prepare(kind, source=_SOURCE.value, data_dir=_DATA_DIR.value,
+                       image_size=_IMAGE_SIZE.value, num_workers=_NUM_WORKERS.value,
+                       strict=_STRICT.value, keep_cache=_KEEP_CACHE.value,
+                       overwrite=_OVERWRITE.value)
+  except imagelist.DataError as error:
+    sys.exit(f"prepare failed: {error}")
+  except KeyboardInterrupt:
+    sys.exit("interrupted: rerun the same command to continue (decoded chunks are kept)")
+  print(summary(prepared))
+
+
+if __name__ == "__main__":
+  app.run(main)
