@@ -62,7 +62,7 @@ def read_split(root: PathLike, split: str, num_classes: int) -> list[tuple[str, 
     if not line.strip():
       continue
     try:
-      path, label = _parse_line(line, num_classes)
+      path, label = parse_line(line, num_classes)
     except DataError as e:
       raise DataError(f"{list_file}:{lineno}: {e}") from None
     key = os.path.normpath(path)
@@ -76,7 +76,7 @@ def read_split(root: PathLike, split: str, num_classes: int) -> list[tuple[str, 
   return entries
 
 
-def _parse_line(line: str, num_classes: int) -> tuple[str, int]:
+def parse_line(line: str, num_classes: int) -> tuple[str, int]:
   """Splits and checks one non-empty line; errors say why, the caller adds file and line."""
   fields = line.split()
   if len(fields) != 2:

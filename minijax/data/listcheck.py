@@ -2,7 +2,7 @@
 
 imagelist.read_split fails on the first bad line, which is right for training; preparing a dataset
 instead skips bad entries and reports them all at once. The per-line rules are imagelist's own
-(`imagelist._parse_line`, the same duplicate and BOM handling), so a list that read_split accepts
+(`imagelist.parse_line`, the same duplicate and BOM handling), so a list that read_split accepts
 yields no problems here, and each line read_split would reject is one problem here.
 """
 import dataclasses
@@ -81,7 +81,7 @@ def scan_list_text(text: str, *, split: str, num_classes: int,
       continue
     any_line = True
     try:
-      path, label = imagelist._parse_line(line, num_classes)  # pylint: disable=protected-access
+      path, label = imagelist.parse_line(line, num_classes)
     except imagelist.DataError as e:
       fields = line.split()
       problems.append(Problem(split, fields[0] if fields else line.strip(), lineno, str(e)))
