@@ -36,18 +36,22 @@ from absl import app, flags, logging
 
 from minijax.data import imagelist, listcheck
 
-_SOURCE = flags.DEFINE_string("source", None, "images.zip, its extracted folder, or a folder of "
-                              "Fashion-MNIST IDX files.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or "
-                                "~/tensorflow_datasets).")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Side of the stored square images "
-                                   "(default 256; 32 with --synthetic; Fashion-MNIST: 28 only).")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
-_STRICT = flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
-_SYNTHETIC = flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
-_FASHION_MNIST = flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
-_KEEP_CACHE = flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
-_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program: importing prepare() claims none."""
+  flags.DEFINE_string("source", None, "images.zip, its extracted folder, or a folder of "
+                       "Fashion-MNIST IDX files.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or "
+                       "~/tensorflow_datasets).")
+  flags.DEFINE_integer("image_size", None, "Side of the stored square images "
+                       "(default 256; 32 with --synthetic; Fashion-MNIST: 28 only).")
+  flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
+  flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
+  flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
+  flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
+  flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
+  flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
+
 
 KINDS = ("imagenet_mini", "synthetic", "fashion_mnist")
 
@@ -156,21 +160,21 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every step at INFO.
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
-  if _SYNTHETIC.value and _FASHION_MNIST.value:
+  if flags.FLAGS.synthetic and flags.FLAGS.fashion_mnist:
     raise app.UsageError("choose one of --synthetic and --fashion_mnist")
-  if _SYNTHETIC.value:
-    if _SOURCE.value:
+  if flags.FLAGS.synthetic:
+    if flags.FLAGS.source:
       raise app.UsageError("--synthetic writes its own files; drop --source")
     kind = "synthetic"
-  elif _FASHION_MNIST.value:
+  elif flags.FLAGS.fashion_mnist:
     kind = "fashion_mnist"
   else:
-    kind = detect_kind(_SOURCE.value)
+    kind = detect_kind(flags.FLAGS.source)
   try:
-    prepared = prepare(kind, source=_SOURCE.value, data_dir=_DATA_DIR.value,
-                       image_size=_IMAGE_SIZE.value, num_workers=_NUM_WORKERS.value,
-                       strict=_STRICT.value, keep_cache=_KEEP_CACHE.value,
-                       overwrite=_OVERWRITE.value)
+    prepared = prepare(kind, source=flags.FLAGS.source, data_dir=flags.FLAGS.data_dir,
+                       image_size=flags.FLAGS.image_size, num_workers=flags.FLAGS.num_workers,
+                       strict=flags.FLAGS.strict, keep_cache=flags.FLAGS.keep_cache,
+                       overwrite=flags.FLAGS.overwrite)
   except imagelist.DataError as error:
     sys.exit(f"prepare failed: {error}")
   except KeyboardInterrupt:
@@ -179,4 +183,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
