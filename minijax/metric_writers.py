@@ -4,7 +4,6 @@ import pathlib
 import time
 
 import tqdm
-from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -15,6 +14,8 @@ class MetricWriter:
   def __init__(self, workdir: pathlib.Path, enabled: bool = True):
     self.enabled = enabled
     if enabled:
+      # Imported only where used: tensorboardX imports torch when installed (seconds per process).
+      from tensorboardX import SummaryWriter
       self._jsonl = open(pathlib.Path(workdir) / METRICS_FILE, "a", encoding="utf-8")
       self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
 

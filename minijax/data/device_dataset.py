@@ -32,10 +32,13 @@ def should_hold_on_device(mode: str, num_bytes: int, memory_fraction: float) -> 
   if mode in ("yes", "no"):
     return mode == "yes"
   stats = jax.local_devices()[0].memory_stats() or {}
-  if "bytes_limit" not in stats:
-    return False
-  free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+  free = stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else 0
   fits = num_bytes <= memory_fraction * free
+  if jax.process_count() > 1:
+    # Every process must take the same path (they run different collectives otherwise): on only
+    # if the split fits on every host's devices.
+    from jax.experimental import multihost_utils
+    fits = bool(np.all(multihost_utils.process_allgather(np.asarray(fits))))
   logging.info("train split %.2f GB, device free %.2f GB: %s", num_bytes / 1e9, free / 1e9,
                "on device" if fits else "streamed")
   return fits
