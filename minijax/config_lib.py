@@ -9,7 +9,7 @@ from minijax import preprocess
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATASETS = ("imagelist", "synthetic", "tfds")
-OPTIMIZERS = ("adam",)
+OPTIMIZERS = ("adam", "adamw")  # minijax.recipe.OPTIMIZERS
 
 
 def base_config(model_name: str) -> ml_collections.ConfigDict:
@@ -41,14 +41,42 @@ def base_config(model_name: str) -> ml_collections.ConfigDict:
   config.input.flip = True
   config.input.rotation_degrees = 10.0
   config.input.train_channels = "RGB"  # A naive model trained on a subset, e.g. "RG".
+  # Channel subsets (minijax.channel_subsets): naive models' fill of missing channels ("seed":
+  # duplicate / zero-fill a third, "zero": zeros in place), and per-batch random subsets of
+  # train_channels (size uniform in 1..C; full_fraction >= 0 fixes the share of full batches).
+  config.input.channel_fill = "seed"
+  config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0))
 
   config.model = ml_collections.ConfigDict()
   config.model.name = model_name
   config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
+  # First layer (minijax.models.channel_adaptive): "conv" (the backbone's own), "dynamic" (the
+  # channel-adaptive DynamicConvStem) or "adapter" (learned 1->3 / 2->3 convs in front).
+  config.model.stem = "conv"
+  config.model.stem_options = ml_collections.ConfigDict(dict(
+      channel_names="RGB", num_kernels=4, embed_dim=32, attention=True, attention_hidden=32,
+      temperature=1.0, adapter_kernel_size=3))
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
+  # Recipe options (minijax.recipe), all off: the seed's Adam, constant lr, plain cross-entropy.
+  config.optimizer.weight_decay = 0.0     # adamw only: decoupled decay of conv/dense kernels.
+  config.optimizer.schedule = "constant"  # or "warmup_cosine".
+  config.optimizer.warmup_epochs = 0.0    # warmup_cosine: linear warmup from 0, in epochs.
+  config.optimizer.end_lr_ratio = 0.0     # warmup_cosine: final lr / learning_rate.
+  config.recipe = ml_collections.ConfigDict()
+  config.recipe.label_smoothing = 0.0
+  config.recipe.random_resized_crop = False  # On device, after flip/rotation.
+  config.recipe.crop_scale = (0.25, 1.0)     # Area fraction of the crop box.
+  config.recipe.crop_ratio = (0.75, 4 / 3)   # Aspect ratio (w / h) of the crop box.
+  config.recipe.mixup_alpha = 0.0            # > 0: mixup with Beta(alpha, alpha).
+  config.recipe.cutmix_alpha = 0.0           # > 0: cutmix; with mixup on too, 50/50 per batch.
+  config.recipe.mix_prob = 1.0               # Probability that a batch is mixed.
+  config.recipe.ema_decay = 0.0              # > 0: EMA weights are validated and checkpointed.
+  config.recipe.distill_workdir = ""         # A finished workdir whose best checkpoint teaches.
+  config.recipe.distill_weight = 0.5         # loss = (1 - w) CE + w T^2 KL.
+  config.recipe.distill_temperature = 2.0
 
   config.batch_size = 64       # Global, over all devices and processes.
   config.eval_batch_size = 64
@@ -114,8 +142,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % device_count:
       _fail(key, config[key], f"must be divisible by the {device_count} devices")
-  if config.optimizer.name not in OPTIMIZERS:
-    _fail("optimizer.name", config.optimizer.name, f"choose from {OPTIMIZERS}")
+  from minijax import recipe  # optimizer.* and recipe.* (Task 2 recipe options).
+  recipe.validate(config, _fail)
   if not config.optimizer.learning_rate > 0:
     _fail("optimizer.learning_rate", config.optimizer.learning_rate, "must be > 0")
   if config.input.rotation_degrees < 0:
@@ -134,3 +162,5 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         _fail(key, subset, str(error))
   if config.eval.split not in ("val", "test"):
     _fail("eval.split", config.eval.split, "choose 'val' or 'test'")
+  from minijax import channel_subsets  # Stem and channel-subset fields.
+  channel_subsets.validate(config)

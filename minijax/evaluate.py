@@ -31,10 +31,11 @@ class Evaluator:
 
   @staticmethod
   def _eval_step(variables, batch, *, subset, model, config):
-    from minijax import train  # The model-input mapping lives with the train step.
+    from minijax import channel_subsets  # The subset's model inputs (train.model_inputs if naive).
     images = preprocess.eval_preprocess(batch["image"], mean=config.input.mean,
                                         std=config.input.std)
-    logits = model.apply(variables, train.model_inputs(images, subset), train=False)
+    inputs, channel_inputs = channel_subsets.eval_inputs(images, subset, config)
+    logits = model.apply(variables, inputs, train=False, **channel_inputs)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return {"loss_sum": jnp.sum(losses * batch["mask"]), "predictions": jnp.argmax(logits, -1)}
 

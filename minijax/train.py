@@ -19,8 +19,9 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from minijax import checkpointing, evaluate, metric_writers, models, preprocess
+from minijax import channel_subsets, checkpointing, evaluate, metric_writers, models, preprocess
 from minijax.data import device_dataset, pipeline
+from minijax import recipe  # Task 2 recipe options: all off by default.
 
 
 @flax.struct.dataclass
@@ -30,6 +31,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  teacher: Any = None  # Distillation teacher variables (recipe.distill_workdir); not checkpointed.
 
   @property
   def variables(self):
@@ -42,8 +44,10 @@ def make_mesh() -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(config.optimizer.learning_rate)
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int | None = None) -> optax.GradientTransformation:
+  """The seed's Adam(lr) by default; AdamW, warmup + cosine and EMA: minijax.recipe."""
+  return recipe.make_optimizer(config, steps_per_epoch)
 
 
 def init_variables(model, config, rng):
@@ -52,8 +56,8 @@ def init_variables(model, config, rng):
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def create_train_state(model, config, mesh, rng) -> TrainState:
-  tx = make_optimizer(config)
+def create_train_state(model, config, mesh, rng, steps_per_epoch: int | None = None) -> TrainState:
+  tx = make_optimizer(config, steps_per_epoch)
 
   def init():
     variables = init_variables(model, config, rng)
@@ -79,12 +83,22 @@ def train_step(state: TrainState, batch, rng, *, model, config):
   images = preprocess.train_preprocess(
       augment_rng, batch["image"], mean=config.input.mean, std=config.input.std,
       flip=config.input.flip, rotation_degrees=config.input.rotation_degrees)
-  images = model_inputs(images, config.input.train_channels)
+  # model_inputs(images, config.input.train_channels) and {} unless a channel-adaptive stem or
+  # subset training (config.input.subset_training) is configured.
+  images, channel_inputs = channel_subsets.train_inputs(step_rng, images, config)
+  # Recipe (minijax.recipe): random-resized-crop, mixup/cutmix -> soft targets, teacher logits;
+  # with the options off: the same images, targets None, no teacher.
+  images, targets = recipe.augment(jax.random.fold_in(augment_rng, 1), images, batch["label"],
+                                   config)
+  teacher_logits = recipe.teacher_logits(state.teacher, images, config)
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                  train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    return cross_entropy(logits, batch["label"]), (logits, updates)
+                                  train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng},
+                                  **channel_inputs)
+    # Options off: exactly cross_entropy(logits, batch["label"]).
+    loss = recipe.loss(logits, batch["label"], targets, teacher_logits, config)
+    return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -164,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.create_model(config.model, config.data.num_classes)
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
-  state = create_train_state(model, config, mesh, init_rng)
+  state = create_train_state(model, config, mesh, init_rng, steps_per_epoch)
 
   manager = checkpointing.make_manager(workdir, config.checkpoint_keep_best)
   if manager.latest_step() is not None:
@@ -173,9 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = state.replace(step=jnp.asarray(resume_step(meta, config, steps_per_epoch), jnp.int32),
                           params=variables["params"],
                           batch_stats=variables["batch_stats"], opt_state=opt_state)
+    state = recipe.checkpoint_view(state)  # With EMA: back to raw params (see minijax.recipe).
     state = jax.device_put(state, NamedSharding(mesh, P()))
-    print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) in {workdir}")
+    if is_main:
+      print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) in {workdir}")
   start_step = int(state.step)
+  state = state.replace(teacher=recipe.load_teacher(config, mesh))
 
   writer = metric_writers.MetricWriter(workdir, enabled=is_main)
   step_fn = jax.jit(functools.partial(train_step, model=model, config=config),
@@ -199,13 +216,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending, window_start, window_step = [], time.perf_counter(), step
     if step % steps_per_epoch == 0:
       epoch = step // steps_per_epoch
-      val = evaluator.evaluate(state.variables, val_images, val_labels,
+      view = recipe.checkpoint_view(state)  # With EMA: EMA weights are validated and saved.
+      val = evaluator.evaluate(view.variables, val_images, val_labels,
                                config.input.train_channels)
       val_summary = {"loss": val["loss"], "accuracy": val["accuracy"], "epoch": epoch}
       writer.write("val", step, val_summary)
-      progress.message(f"epoch {epoch}/{config.num_epochs}: val loss {val['loss']:.4f} "
-                       f"acc {val['accuracy']:.4f}")
-      checkpointing.save(manager, step, state.variables, state.opt_state,
+      if is_main:  # tqdm.write prints even from a disabled bar.
+        progress.message(f"epoch {epoch}/{config.num_epochs}: val loss {val['loss']:.4f} "
+                         f"acc {val['accuracy']:.4f}")
+      checkpointing.save(manager, step, view.variables, view.opt_state,
                          {"step": step, "epoch": epoch, "val_loss": val["loss"],
                           "val_accuracy": val["accuracy"], "batch_size": config.batch_size},
                          val["loss"])

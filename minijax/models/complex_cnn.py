@@ -46,11 +46,15 @@ class ComplexCNN(nn.Module):
   num_classes: int = 50
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  stem: Any = None  # Replaces conv1 (minijax.models.channel_adaptive); gets the channel kwargs.
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, **channels):
     x = x.astype(self.dtype)
-    x = nn.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1")(x)
+    if self.stem is not None:
+      x = self.stem(x, **channels)
+    else:
+      x = nn.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1")(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = nn.Conv(128, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv2")(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))

@@ -13,12 +13,18 @@ class ImprovedCNN(nn.Module):
   num_classes: int = 50
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  # Replaces the first conv (minijax.models.channel_adaptive); gets the channel kwargs. The
+  # remaining convs are then auto-named Conv_0, Conv_1.
+  stem: Any = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, **channels):
     x = x.astype(self.dtype)
     for width in (32, 64, 128):
-      x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
+      if width == 32 and self.stem is not None:
+        x = self.stem(x, **channels)
+      else:
+        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
       x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))  # NHWC flatten; interop permutes torch's NCHW order.
     x = nn.relu(nn.Dense(512, dtype=self.dtype)(x))

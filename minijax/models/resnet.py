@@ -37,12 +37,16 @@ class ResNet(nn.Module):
   num_classes: int = 50
   width: int = 64
   dtype: Any = jnp.float32
+  stem: Any = None  # Replaces conv1 (minijax.models.channel_adaptive); gets the channel kwargs.
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, **channels):
     x = x.astype(self.dtype)
-    x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                dtype=self.dtype, name="conv1")(x)
+    if self.stem is not None:
+      x = self.stem(x, **channels)
+    else:
+      x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                  dtype=self.dtype, name="conv1")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)

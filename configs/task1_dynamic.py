@@ -1,0 +1,28 @@
+r"""Task 1: the channel-adaptive dynamic conv stem (minijax.models.dynamic_conv) in place of the
+backbone's first conv; one model for any channel subset. Config args: minijax/task1_configs.py.
+
+Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
+  python -m minijax.main --config=configs/task1_dynamic.py:demo,subsets \
+      --workdir=/work/task1_runs/dynamic_subsets \
+      --config.num_epochs=15 --config.data.synthetic.test_per_class=100
+Expected: ~4-5 min; test RGB 93.9%, worst subset (G) 88.2% (RG 93.1, RB 94.6, GB 92.0, R 93.4,
+B 90.9). Without ',subsets' (RGB batches only): RGB 95.0%, but R 44.4%: the stem alone does not
+make the model robust, the subset training does. Plain ':demo,subsets' (6 epochs, 200 test images,
+~2 min) is still climbing: ~67% RGB, 55-66% on the subsets.
+
+Ablations (args): ',attn=0' (no attention: one kernel per channel set), ',k=8' (K kernels),
+',d=8' (embedding width), ',full=0.5' (share of full-RGB batches; default size-uniform = 1/3),
+',backbone=resnet34' (or resnet18, improvedcnn: the stem takes that backbone's first-conv shape),
+',tau=T' (attention temperature). Channel names: --config.model.stem_options.channel_names=R,G,B,NIR
+adds an embedding for a NIR channel (the data pipeline itself reads RGB images).
+
+ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
+  python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \
+      --workdir=workdirs/task1_dynamic_resnet34 --config.data.root=/path/to/imagenet-mini
+Not run here (no accelerator in this session); expect ResNet34's cost plus ~K x its first conv.
+"""
+from minijax import task1_configs
+
+
+def get_config(arg=None):
+  return task1_configs.get_config("dynamic", arg)

@@ -1,0 +1,185 @@
+"""A channel-adaptive dynamic convolution stem: one first layer for any set of named channels.
+
+Dynamic Convolution (Chen et al., CVPR 2020) mixes K kernels with an input-dependent attention
+pi(x) = softmax(MLP(GAP(x)) / temperature). Here the K kernels are not parameters of fixed shape
+but are generated, one input channel at a time, from a learned embedding of that channel's name
+(HyperNet-style, as in CHAMMI), so the layer takes any number of channels in any order:
+
+  e_c                    learned embedding of channel name c (width embed_dim)
+  W_k[:, :, i, :]        = A_k e_{c_i} / D + b_k    (kernel generator k, for input channel i)
+  pi(x) in R^K           softmax over k of MLP(mean_i [GAP(x_i), e_{c_i}]) / temperature
+  y                      = sum_i conv(x_i, sum_k pi_k W_k[:, :, i, :]) / (present channels)
+
+A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
+absent channels (channel_mask = 0) contribute nothing and do not count. The GAP of Chen et al. has
+one entry per input channel, so with a variable channel set it becomes a per-channel token
+[GAP(x_i), e_{c_i}] mean-pooled over the present channels (a DeepSets form of the same MLP).
+
+The per-example kernel sum_k pi_k W_k is applied as one ordinary conv of [pi_1 x, ..., pi_K x]
+with [W_1; ...; W_K] (K*C input channels): K times a static stem's FLOPs, no grouped conv.
+
+`kernels(ids)` (all K generated kernels) depends only on the channel set; pass its result back as
+`kernels=` to skip the generation at inference. minijax.task1_report measures it: generation is
+C*D*K*kh*kw*F multiply-adds per call, under 0.4% of ComplexCNN's FLOPs at batch 1 and nothing
+measurable at batch 100, so caching is optional. With attention=False a single kernel is generated
+and the layer is fully static per channel set.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def parse_channel_names(spec: str | Sequence[str]) -> tuple[str, ...]:
+  """'RGB' -> ('R', 'G', 'B'); 'R,G,B,NIR' -> ('R', 'G', 'B', 'NIR'); a sequence is kept as is."""
+  if isinstance(spec, str):
+    names = tuple(n.strip() for n in spec.split(",")) if "," in spec else tuple(spec)
+  else:
+    names = tuple(str(n) for n in spec)
+  if not names or any(not n for n in names):
+    raise ValueError(f"channel names {spec!r}: need one or more non-empty names")
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"channel names {spec!r}: {repeated} repeated")
+  return names
+
+
+def channel_ids(channels: str | Sequence[str], channel_names: str | Sequence[str]) -> np.ndarray:
+  """Input channels' names, in input order ('GB', ('G', 'NIR')) -> int32 ids into channel_names."""
+  known = parse_channel_names(channel_names)
+  ids = []
+  for name in parse_channel_names(channels):
+    if name not in known:
+      raise ValueError(f"unknown channel {name!r} in {channels!r}; known channels: {known}")
+    ids.append(known.index(name))
+  return np.asarray(ids, np.int32)
+
+
+class DynamicConvStem(nn.Module):
+  """(B, H, W, C) for any C >= 1 plus the channels' ids -> (B, H', W', features).
+
+  H', W' follow kernel_size/strides/padding exactly as the replaced nn.Conv's would.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  padding: int = 1                 # Symmetric zero padding, as the backbones' explicit paddings.
+  use_bias: bool = True
+  channel_names: str = "RGB"       # The vocabulary: one embedding per name ('RGB', 'R,G,B,NIR').
+  input_channels: str = ""         # What an input without channel_ids holds; '' = channel_names.
+  num_kernels: int = 4             # K; generated kernels mixed by the attention.
+  embed_dim: int = 32              # D; width of the channel embeddings.
+  attention: bool = True           # False: one kernel per channel set, no input dependence.
+  attention_hidden: int = 32
+  temperature: float = 1.0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    names = parse_channel_names(self.channel_names)
+    k, size, width = self._num_generated(), self.kernel_size, self.features
+    self.embedding = nn.Embed(len(names), self.embed_dim,
+                              embedding_init=nn.initializers.normal(1.0), name="embedding")
+    # W_k[i] = A_k e_i / D + b_k. b_k, shared by all channels, starts as a fan-in scaled kernel
+    # (variance 1/(kh*kw): each channel's conv on its own, averaged over the present channels),
+    # the channel-specific part A_k e_i / D at a tenth of that: every channel starts with the same
+    # kernel, so one channel alone gives the same features as the channel mean (the RGB input)
+    # and training learns what differs between channels. A is stored D times larger and its
+    # product scaled by 1/D (an equalised learning rate): with a plain linear generator Adam's
+    # ~lr-sized steps on all D weights add up and move a kernel entry ~D times faster than an
+    # ordinary conv weight. On ':demo,subsets,attn=0' (6 epochs) test RGB / single channels went
+    # 62.5 / 18-30% (plain generator) -> 70 / 20-37% (equalised) -> 56.5 / 50-58% (and shared
+    # init; still climbing at 6 epochs, 93.5 / 88-92% at 15).
+    base_std = (size * size) ** -0.5
+    self.generator_kernel = self.param(
+        "generator_kernel", nn.initializers.normal(0.1 * base_std * self.embed_dim ** 0.5),
+        (self.embed_dim, k, size, size, width))
+    self.generator_bias = self.param("generator_bias", nn.initializers.normal(base_std),
+                                     (k, size, size, width))
+    if self.use_bias:
+      self.bias = self.param("bias", nn.initializers.zeros, (width,))
+    if self.attention and k > 1:
+      self.attention_in = nn.Dense(self.attention_hidden, name="attention_in")
+      self.attention_out = nn.Dense(k, name="attention_out")
+
+  def _num_generated(self) -> int:
+    return self.num_kernels if self.attention else 1
+
+  def resolve_ids(self, num_channels: int, ids=None):
+    """Input-channel ids from names, ints or an int array, checked against the input's channels."""
+    names = parse_channel_names(self.channel_names)
+    if ids is None:
+      default = parse_channel_names(self.input_channels or self.channel_names)
+      if num_channels != len(default):
+        raise ValueError(
+            f"the input has {num_channels} channels but no channel_ids: pass channel_ids (names "
+            f"from {names} or their indices), one per input channel; an input without ids must "
+            f"hold exactly {default}")
+      return channel_ids(default, names)
+    if isinstance(ids, str) or (isinstance(ids, (tuple, list)) and ids
+                                and all(isinstance(i, str) for i in ids)):
+      ids = channel_ids(ids, names)
+    if not isinstance(ids, jax.core.Tracer):
+      ids = np.asarray(ids)
+      if ids.dtype.kind not in "iu":
+        raise ValueError(f"channel_ids must be channel names or integer ids, got {ids!r}")
+      if ids.size and (ids.min() < 0 or ids.max() >= len(names)):
+        raise ValueError(f"channel_ids {ids.tolist()} out of range for channels {names}")
+    if tuple(ids.shape) != (num_channels,):
+      raise ValueError(f"the input has {num_channels} channels but channel_ids has shape "
+                       f"{tuple(ids.shape)}: every input channel needs its id")
+    return ids
+
+  def kernels(self, ids) -> jax.Array:
+    """The K generated kernels (K, kh, kw, C, features) for input channels `ids`; input-free."""
+    embeddings = self.embedding(jnp.asarray(ids))                          # (C, D)
+    generated = jnp.einsum("cd,dkhwf->khwcf", embeddings, self.generator_kernel) / self.embed_dim
+    return generated + self.generator_bias[:, :, :, None, :]
+
+  def attention_weights(self, x, ids, mask) -> jax.Array:
+    """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}]."""
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))                 # (B, C)
+    embeddings = self.embedding(jnp.asarray(ids))                          # (C, D)
+    tokens = jnp.concatenate(
+        [pooled[..., None], jnp.broadcast_to(embeddings, pooled.shape + embeddings.shape[-1:])],
+        axis=-1)
+    hidden = nn.relu(self.attention_in(tokens))                            # (B, C, hidden)
+    hidden = jnp.sum(hidden * mask[None, :, None], axis=1) / jnp.maximum(jnp.sum(mask), 1.0)
+    return jax.nn.softmax(self.attention_out(hidden) / self.temperature, axis=-1)
+
+  def __call__(self, x, channel_ids=None, channel_mask=None, kernels=None):
+    """channel_ids: one id (or name) per input channel; channel_mask: (C,) 1 = present, 0 = absent.
+
+    kernels: the result of `kernels(channel_ids)`, to reuse it across calls on one channel set.
+    """
+    num_channels = x.shape[-1]
+    ids = self.resolve_ids(num_channels, channel_ids)
+    mask = (jnp.ones((num_channels,), jnp.float32) if channel_mask is None
+            else jnp.asarray(channel_mask, jnp.float32))
+    if kernels is None:
+      kernels = self.kernels(ids)
+    # The mean over present channels, folded into the kernel: absent channels get weight 0.
+    scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
+    kernels = kernels * scale[:, None]
+    conv = lambda inputs, kernel: lax.conv_general_dilated(  # noqa: E731
+        inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
+        ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
+    if self.attention and self._num_generated() > 1:
+      weights = self.attention_weights(x, ids, mask)                       # (B, K)
+      # conv(x, sum_k pi_k W_k) = conv([pi_1 x, ..., pi_K x], [W_1; ...; W_K]): one ordinary conv
+      # over K*C channels instead of a per-example kernel (a grouped conv, whose backward pass
+      # was 16x slower on CPU). K times the FLOPs of a static stem, which is the cheapest layer.
+      batch, height, width, _ = x.shape
+      x = (x[:, :, :, None, :] * weights[:, None, None, :, None].astype(x.dtype)).reshape(
+          batch, height, width, -1)
+      y = conv(x, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
+          kernels.shape[1], kernels.shape[2], -1, kernels.shape[-1]))
+    else:
+      y = conv(x, kernels[0])
+    if self.use_bias:
+      y = y + self.bias.astype(self.dtype)
+    return y

@@ -1,0 +1,299 @@
+r"""Task 1's table over finished workdirs: accuracy per channel subset, parameters, FLOPs, img/s.
+
+  python -m minijax.task1_report \
+      --workdirs=/work/task1_runs/naive_seed,/work/task1_runs/dynamic_subsets \
+      --out=/work/task1_runs/report
+
+scripts/task1_runs.sh trains every variant and runs this over them.
+
+Rows are workdirs (labelled from their config.json, or --labels), columns the test accuracy of
+every channel subset (from WORKDIR/report/results.json; evaluated first if missing), the worst
+drop from the row's own RGB accuracy, parameters, XLA cost-analysis FLOPs per image and inference
+img/s per subset (uint8 images in, logits out, batch --bench_batch, median of --bench_repeats;
+timings on a shared CPU are noisy). Writes task1_table.{csv,md,png} and task1_kernel_cache.{csv,md}
+into --out.
+
+Dynamic stems are benchmarked with their kernels computed once per channel subset (`kernels()` of
+the stem, outside the jitted forward: all K kernels depend only on the channel set; only the
+attention mixing runs per input). task1_kernel_cache.* compares that with generating the kernels
+inside every forward pass, at batch 1 and at --bench_batch.
+"""
+import csv
+import json
+import pathlib
+import statistics
+import time
+
+from absl import app, flags, logging
+
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished workdirs, one table row each.")
+_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_LABELS = flags.DEFINE_list("labels", None, "Row labels (default: from each config.json).")
+_BENCH_BATCH = flags.DEFINE_integer("bench_batch", 100, "Batch size of the img/s and FLOPs runs.")
+_BENCH_REPEATS = flags.DEFINE_integer("bench_repeats", 5, "Timed calls per subset (median).")
+flags.mark_flags_as_required(["workdirs", "out"])
+
+
+def load_config(workdir: pathlib.Path):
+  import ml_collections
+  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def variant_label(config) -> str:
+  stem = config.model.get("stem", "conv")
+  if stem == "conv":
+    label = ("naive zero-fill" if config.input.get("channel_fill", "seed") == "zero"
+             else "naive duplicate (seed)")
+  elif stem == "adapter":
+    label = "adapters 1->3, 2->3"
+  else:
+    options = config.model.stem_options
+    extras = [f"K={options.num_kernels}" if options.attention else "no attention",
+              f"D={options.embed_dim}"]
+    label = f"dynamic stem ({', '.join(extras)})"
+  if config.model.name != "complexcnn":
+    label = f"{config.model.name} {label}"
+  if config.input.get("subset_training", {}).get("enabled", False):
+    fraction = config.input.subset_training.get("full_fraction", -1.0)
+    label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
+  return label + (f" [seed {config.seed}]" if config.get("seed", 0) else "")
+
+
+def _group(label: str) -> str:
+  """The label without its seed: replicates of one variant share it."""
+  return label.split(" [seed ")[0]
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float(analysis.get("flops", float("nan")))
+
+
+def _time_per_call(fn, args, repeats: int) -> float:
+  import jax
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+class Bench:
+  """Jitted inference forward passes of one workdir's model, per channel subset."""
+
+  def __init__(self, config, model, variables):
+    import jax
+    self.config, self.model, self.variables = config, model, variables
+    self.dynamic = config.model.get("stem", "conv") == "dynamic"
+    self.jax = jax
+
+  def forward(self, subset: str, cached: bool):
+    """(fn, extra args): fn(variables, images_u8, *extra) -> logits.
+
+    cached: the stem's kernels are computed here once and passed in as the extra argument.
+    """
+    from minijax import channel_subsets, preprocess
+    config, model = self.config, self.model
+
+    def apply(variables, images_u8, *kernels):
+      images = preprocess.eval_preprocess(images_u8, mean=config.input.mean, std=config.input.std)
+      inputs, channel_inputs = channel_subsets.eval_inputs(images, subset, config)
+      if kernels:
+        channel_inputs["kernels"] = kernels[0]
+      return model.apply(variables, inputs, train=False, **channel_inputs)
+
+    if not (self.dynamic and cached):
+      return apply, ()
+    ids = channel_subsets.eval_inputs(self.jax.numpy.zeros((1, 1, 1, 3)), subset, config)[1]
+    kernels = self.stem_kernels(ids["channel_ids"])
+    return apply, (kernels,)
+
+  def stem_kernels(self, ids):
+    """The stem's K kernels for a channel set: computed once, outside the forward pass."""
+    return self.jax.jit(lambda v: self.model.apply(
+        v, method=lambda module: module.stem.kernels(ids)))(self.variables)
+
+  def measure(self, subset: str, batch: int, repeats: int, cached: bool = True) -> dict:
+    import numpy as np
+    size = self.config.data.image_size
+    images = self.jax.numpy.asarray(
+        np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
+    fn, extra = self.forward(subset, cached)
+    jitted = self.jax.jit(fn)
+    args = (self.variables, images) + extra
+    flops = _flops(jitted.lower(*args).compile())
+    seconds = _time_per_call(jitted, args, repeats)
+    return {"flops_per_image": flops / batch, "images_per_second": batch / seconds}
+
+
+def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int) -> dict:
+  import jax
+  from minijax import checkpointing, evaluate, models, train
+  config = load_config(workdir)
+  results_path = workdir / "report" / "results.json"
+  if not results_path.exists():
+    evaluate.evaluate_workdir(config, workdir)
+  results = json.loads(results_path.read_text())
+  accuracy = {row["channels"]: row["accuracy"] for row in results["channels"]}
+  model = models.create_model(config.model, config.data.num_classes)
+  variables, _ = checkpointing.load_pretrained(
+      workdir, evaluate.abstract_variables(model, config, train.make_mesh()))
+  bench = Bench(config, model, variables)
+  costs = {subset: bench.measure(subset, batch, repeats) for subset in accuracy}
+  row = {"variant": label or variant_label(config), "workdir": str(workdir),
+         "split": results["split"], "num_examples": results["num_examples"],
+         "accuracy": accuracy,
+         "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
+         "flops_per_image": {s: c["flops_per_image"] for s, c in costs.items()},
+         "images_per_second": {s: c["images_per_second"] for s, c in costs.items()}}
+  if bench.dynamic:
+    row["kernel_cache"] = [
+        dict(subset=subset, batch=b, **{f"{k}_{mode}": v for mode, cached in
+                                        (("generated", False), ("cached", True))
+                                        for k, v in bench.measure(subset, b, repeats,
+                                                                  cached).items()})
+        for subset in ("RGB", "R") if subset in accuracy for b in (1, batch)]
+  return row
+
+
+def _worst_drop(accuracy: dict) -> float:
+  reference = accuracy.get("RGB", max(accuracy.values()))
+  return 100 * (reference - min(accuracy.values()))
+
+
+def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
+  out.mkdir(parents=True, exist_ok=True)
+  subsets = list(rows[0]["accuracy"])
+  (out / "task1_results.json").write_text(json.dumps(rows, indent=2))
+  header = (["variant"] + [f"acc_{s}" for s in subsets] + ["worst_drop_points", "params"]
+            + [f"flops_per_image_{s}" for s in subsets]
+            + [f"images_per_second_{s}" for s in subsets] + ["workdir"])
+  with open(out / "task1_table.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for r in rows:
+      writer.writerow([r["variant"]] + [f"{100 * r['accuracy'][s]:.2f}" for s in subsets]
+                      + [f"{_worst_drop(r['accuracy']):.2f}", r["params"]]
+                      + [f"{r['flops_per_image'][s]:.0f}" for s in subsets]
+                      + [f"{r['images_per_second'][s]:.1f}" for s in subsets] + [r["workdir"]])
+
+  def flops_cell(r):
+    values = [r["flops_per_image"][s] / 1e6 for s in subsets]
+    rgb = r["flops_per_image"].get("RGB", values[0]) / 1e6
+    low, high = min(values), max(values)
+    return f"{rgb:.1f}" if high - low < 0.05 else f"{rgb:.1f} ({low:.1f}-{high:.1f})"
+
+  counts = sorted({f"{r['split']} split, {r['num_examples']} images" for r in rows})
+  lines = [f"Test accuracy (%) per channel subset ({'; '.join(counts)}), worst drop from the "
+           f"row's RGB accuracy (points), parameters, MFLOPs per image (XLA cost analysis, RGB; "
+           f"range over subsets) and "
+           f"inference img/s per subset (batch {batch}, uint8 in, logits out).", "",
+           "| variant | " + " | ".join(subsets) + " | worst drop | params | MFLOPs/img | "
+           + " | ".join(f"img/s {s}" for s in subsets) + " |",
+           "|---" * (len(subsets) * 2 + 4) + "|"]
+  for r in rows:
+    lines.append(f"| {r['variant']} | " + " | ".join(f"{100 * r['accuracy'][s]:.1f}"
+                                                     for s in subsets)
+                 + f" | {_worst_drop(r['accuracy']):.1f} | {r['params']:,} | {flops_cell(r)} | "
+                 + " | ".join(f"{r['images_per_second'][s]:.0f}" for s in subsets) + " |")
+  lines += ["", "Workdirs: " + ", ".join(f"{r['variant']}: {r['workdir']}" for r in rows)]
+  lines += summary_lines(rows, subsets)
+  (out / "task1_table.md").write_text("\n".join(lines) + "\n")
+
+  cache_rows = [dict(variant=r["variant"], **c) for r in rows for c in r.get("kernel_cache", [])]
+  if cache_rows:
+    with open(out / "task1_kernel_cache.csv", "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(cache_rows[0]))
+      writer.writeheader()
+      writer.writerows(cache_rows)
+    lines = ["Dynamic stem: kernels generated inside every forward pass vs computed once per "
+             "channel subset and passed in (`kernels=`).", "",
+             "| variant | subset | batch | MFLOPs/img generated | MFLOPs/img cached | saved % | "
+             "img/s generated | img/s cached |", "|---|---|---|---|---|---|---|---|"]
+    for c in cache_rows:
+      saved = 100 * (1 - c["flops_per_image_cached"] / c["flops_per_image_generated"])
+      lines.append(f"| {c['variant']} | {c['subset']} | {c['batch']} | "
+                   f"{c['flops_per_image_generated'] / 1e6:.3f} | "
+                   f"{c['flops_per_image_cached'] / 1e6:.3f} | {saved:.2f} | "
+                   f"{c['images_per_second_generated']:.0f} | "
+                   f"{c['images_per_second_cached']:.0f} |")
+    (out / "task1_kernel_cache.md").write_text("\n".join(lines) + "\n")
+  plot(rows, subsets, out / "task1_table.png")
+
+
+def summary_lines(rows: list[dict], subsets: list[str]) -> list[str]:
+  """Mean accuracy and worst drop (min-max) over the seeds of variants run more than once."""
+  groups = {}
+  for r in rows:
+    groups.setdefault(_group(r["variant"]), []).append(r)
+  groups = {name: members for name, members in groups.items() if len(members) > 1}
+  if not groups:
+    return []
+  lines = ["", "Seed replicates: mean test accuracy (%) over the runs of a variant; worst drop as "
+           "mean (min-max) over the runs.", "",
+           "| variant | runs | " + " | ".join(subsets) + " | worst drop |",
+           "|---" * (len(subsets) + 3) + "|"]
+  for name, members in groups.items():
+    drops = [_worst_drop(r["accuracy"]) for r in members]
+    means = [sum(100 * r["accuracy"][s] for r in members) / len(members) for s in subsets]
+    lines.append(f"| {name} | {len(members)} | " + " | ".join(f"{m:.1f}" for m in means)
+                 + f" | {sum(drops) / len(drops):.1f} ({min(drops):.1f}-{max(drops):.1f}) |")
+  return lines
+
+
+def plot(rows: list[dict], subsets: list[str], path: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  values = np.array([[100 * r["accuracy"][s] for s in subsets] for r in rows])
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 1.2 + 0.55 * len(rows)),
+                               gridspec_kw={"width_ratios": [3, 1]})
+  image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+  for (i, j), value in np.ndenumerate(values):
+    ax.text(j, i, f"{value:.1f}", ha="center", va="center",
+            color="white" if value < 60 else "black", fontsize=9)
+  ax.set_xticks(range(len(subsets)), subsets)
+  ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
+  ax.set_title("test accuracy % by input channels")
+  fig.colorbar(image, ax=ax, fraction=0.03)
+  drops = [_worst_drop(r["accuracy"]) for r in rows]
+  bx.barh(range(len(rows)), drops, color=["tab:green" if d <= 5 else "tab:red" for d in drops])
+  bx.set_yticks(range(len(rows)), [""] * len(rows))
+  bx.invert_yaxis()
+  bx.axvline(5, color="gray", linestyle="--", linewidth=1)
+  bx.set_xlabel("worst drop from RGB (points)")
+  for i, r in enumerate(rows):
+    bx.text(0.5, i, f"{r['params'] / 1e6:.2f}M params, "
+            f"{r['flops_per_image'].get('RGB', 0) / 1e6:.0f} MFLOPs", va="center", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
+  workdirs = [pathlib.Path(w).expanduser().resolve() for w in _WORKDIRS.value]
+  labels = _LABELS.value or [None] * len(workdirs)
+  if len(labels) != len(workdirs):
+    raise app.UsageError(f"{len(labels)} labels for {len(workdirs)} workdirs")
+  rows = []
+  for workdir, label in zip(workdirs, labels):
+    rows.append(collect(workdir, label, _BENCH_BATCH.value, _BENCH_REPEATS.value))
+    print(f"{rows[-1]['variant']}: " + " ".join(
+        f"{s} {100 * a:.1f}" for s, a in rows[-1]["accuracy"].items()), flush=True)
+  out = pathlib.Path(_OUT.value).expanduser().resolve()
+  write_outputs(rows, out, _BENCH_BATCH.value)
+  print((out / "task1_table.md").read_text())
+  if (out / "task1_kernel_cache.md").exists():
+    print((out / "task1_kernel_cache.md").read_text())
+
+
+if __name__ == "__main__":
+  app.run(main)
