@@ -4,7 +4,8 @@ r"""Task 1's table over finished workdirs: accuracy per channel subset, paramete
       --workdirs=/work/task1_runs/naive_seed,/work/task1_runs/dynamic_subsets \
       --out=/work/task1_runs/report
 
-scripts/task1_runs.sh trains every variant and runs this over them.
+scripts/task1_runs.sh trains every variant and runs this over them. --split=val --nobench gives
+the accuracy columns on the validation split (workdir reports untouched), for choosing variants.
 
 Rows are workdirs (labelled from their config.json, or --labels), columns the test accuracy of
 every channel subset (from WORKDIR/report/results.json; evaluated first if missing), the worst
@@ -31,6 +32,10 @@ _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _LABELS = flags.DEFINE_list("labels", None, "Row labels (default: from each config.json).")
 _BENCH_BATCH = flags.DEFINE_integer("bench_batch", 100, "Batch size of the img/s and FLOPs runs.")
 _BENCH_REPEATS = flags.DEFINE_integer("bench_repeats", 5, "Timed calls per subset (median).")
+_BENCH = flags.DEFINE_bool("bench", True, "Measure FLOPs and img/s (--nobench: accuracy only).")
+_SPLIT = flags.DEFINE_string(
+    "split", "", "Evaluate this split ('val', 'test') in memory instead of reading each workdir's "
+    "report (which is left untouched), e.g. to choose between variants on 'val'.")
 flags.mark_flags_as_required(["workdirs", "out"])
 
 
@@ -130,27 +135,40 @@ class Bench:
     return {"flops_per_image": flops / batch, "images_per_second": batch / seconds}
 
 
-def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int) -> dict:
+def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int,
+            split: str = "", bench_costs: bool = True) -> dict:
   import jax
   from minijax import checkpointing, evaluate, models, train
+  from minijax.data import pipeline
   config = load_config(workdir)
-  results_path = workdir / "report" / "results.json"
-  if not results_path.exists():
-    evaluate.evaluate_workdir(config, workdir)
-  results = json.loads(results_path.read_text())
-  accuracy = {row["channels"]: row["accuracy"] for row in results["channels"]}
   model = models.create_model(config.model, config.data.num_classes)
+  mesh = train.make_mesh()
   variables, _ = checkpointing.load_pretrained(
-      workdir, evaluate.abstract_variables(model, config, train.make_mesh()))
+      workdir, evaluate.abstract_variables(model, config, mesh))
+  if split:
+    images, labels = pipeline.load_split(pipeline.get_source(config.data, split),
+                                         config.data.num_threads)
+    evaluator = evaluate.Evaluator(model, config, mesh)
+    accuracy = {subset: evaluator.evaluate(variables, images, labels, subset)["accuracy"]
+                for subset in config.eval.channel_subsets}
+    results = {"split": split, "num_examples": len(labels)}
+  else:
+    results_path = workdir / "report" / "results.json"
+    if not results_path.exists():
+      evaluate.evaluate_workdir(config, workdir)
+    results = json.loads(results_path.read_text())
+    accuracy = {row["channels"]: row["accuracy"] for row in results["channels"]}
   bench = Bench(config, model, variables)
-  costs = {subset: bench.measure(subset, batch, repeats) for subset in accuracy}
+  nan = {"flops_per_image": float("nan"), "images_per_second": float("nan")}
+  costs = {subset: bench.measure(subset, batch, repeats) if bench_costs else nan
+           for subset in accuracy}
   row = {"variant": label or variant_label(config), "workdir": str(workdir),
          "split": results["split"], "num_examples": results["num_examples"],
          "accuracy": accuracy,
          "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
          "flops_per_image": {s: c["flops_per_image"] for s, c in costs.items()},
          "images_per_second": {s: c["images_per_second"] for s, c in costs.items()}}
-  if bench.dynamic:
+  if bench.dynamic and bench_costs:
     row["kernel_cache"] = [
         dict(subset=subset, batch=b, **{f"{k}_{mode}": v for mode, cached in
                                         (("generated", False), ("cached", True))
@@ -185,6 +203,8 @@ def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
     values = [r["flops_per_image"][s] / 1e6 for s in subsets]
     rgb = r["flops_per_image"].get("RGB", values[0]) / 1e6
     low, high = min(values), max(values)
+    if rgb != rgb:  # NaN: --nobench.
+      return "-"
     return f"{rgb:.1f}" if high - low < 0.05 else f"{rgb:.1f} ({low:.1f}-{high:.1f})"
 
   counts = sorted({f"{r['split']} split, {r['num_examples']} images" for r in rows})
@@ -285,7 +305,8 @@ def main(argv):
     raise app.UsageError(f"{len(labels)} labels for {len(workdirs)} workdirs")
   rows = []
   for workdir, label in zip(workdirs, labels):
-    rows.append(collect(workdir, label, _BENCH_BATCH.value, _BENCH_REPEATS.value))
+    rows.append(collect(workdir, label, _BENCH_BATCH.value, _BENCH_REPEATS.value, _SPLIT.value,
+                        _BENCH.value))
     print(f"{rows[-1]['variant']}: " + " ".join(
         f"{s} {100 * a:.1f}" for s, a in rows[-1]["accuracy"].items()), flush=True)
   out = pathlib.Path(_OUT.value).expanduser().resolve()
