@@ -208,6 +208,7 @@ def write(out: pathlib.Path, comparison, ablation, reference) -> None:
   ax.set_ylim(max(0, low - 5), 100)
   ax.set_ylabel("test accuracy %")
   ax.tick_params(axis="x", rotation=30)
+  plt.setp(ax.get_xticklabels(), ha="right")
   for i, r in enumerate(comparison):
     ax.text(i, r["test_acc_%"], f"{r['test_acc_%']:.2f}", ha="center", va="bottom", fontsize=8)
   fig.tight_layout()

@@ -263,3 +263,17 @@ def test_one_epoch_with_every_option_on(tmp_path):
   differs = jax.tree.map(lambda a, b: not np.allclose(a, b), saved["variables"]["params"],
                          opt_state["ema"])
   assert any(jax.tree.leaves(differs))
+
+
+def test_report_matches_recipes_and_names_ablations():
+  from minijax import task2_report
+  base = json.loads(config_lib.base_config("rep4net").to_json_best_effort())
+  resnet = json.loads(json.dumps(base))
+  resnet["model"]["name"] = "resnet34"
+  variant = json.loads(json.dumps(base))
+  variant["model"]["attention"] = False  # A field the reference config omits (default True).
+  variant["data"]["data_dir"] = "/elsewhere"  # Paths do not change what is trained.
+  assert task2_report.recipe_signature(resnet) == task2_report.recipe_signature(variant)
+  assert task2_report.config_diff(variant, base) == "model.attention: True -> False"
+  variant["recipe"]["label_smoothing"] = 0.1
+  assert task2_report.recipe_signature(resnet) != task2_report.recipe_signature(variant)
