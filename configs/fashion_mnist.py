@@ -22,22 +22,9 @@ import ml_collections
 
 from minijax import config_lib
 
-FASHION_MNIST_MEAN = (0.2860,) * 3  # Gray replicated to 3 channels: one statistic per channel.
-FASHION_MNIST_STD = (0.3530,) * 3
-
 
 def get_config(arg=None):
-  config = config_lib.base_config("complexcnn")
-  config.data.name = "tfds"
-  config.data.tfds_name = "fashion_mnist_idx/28px"
-  config.data.image_size = 28
-  config.data.num_classes = 10
-  config.input.mean = FASHION_MNIST_MEAN
-  config.input.std = FASHION_MNIST_STD
-  config.input.flip = True  # Clothes are left-right symmetric; upright, so no rotation.
-  config.input.rotation_degrees = 0.0
-  config.batch_size = 128
-  config.eval_batch_size = 500
+  config = config_lib.use_fashion_mnist(config_lib.base_config("complexcnn"))
   config.num_epochs = 20
   config.log_every_steps = 100
   if arg == "small":

@@ -24,8 +24,6 @@ import ml_collections
 
 from minijax import config_lib
 
-FASHION_MNIST_MEAN = (0.2860,) * 3
-FASHION_MNIST_STD = (0.3530,) * 3
 # minijax.models.Rep4Net's defaults; the ablation flips attention / dense / reparam.
 REP4NET_FIELDS = dict(widths=(64, 128, 256), large_kernel=5, reparam=True, dense=True,
                       attention=True, heads=4, head_dim=32, dropout_rate=0.0)
@@ -55,16 +53,7 @@ def get_config(arg=None):
   if "demo" in options:
     config = config_lib.apply_arg(config, "demo")
   else:
-    config.data.name = "tfds"
-    config.data.tfds_name = "fashion_mnist_idx/28px"
-    config.data.image_size = 28
-    config.data.num_classes = 10
-    config.input.mean = FASHION_MNIST_MEAN
-    config.input.std = FASHION_MNIST_STD
-    config.input.flip = True
-    config.input.rotation_degrees = 0.0
-    config.batch_size = 128
-    config.eval_batch_size = 500
+    config = config_lib.use_fashion_mnist(config)
     config.num_epochs = 15
     config.log_every_steps = 100
     config.data.tfds_splits = ml_collections.ConfigDict(

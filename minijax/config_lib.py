@@ -9,7 +9,6 @@ from minijax import preprocess
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATASETS = ("imagelist", "synthetic", "tfds")
-OPTIMIZERS = ("adam", "adamw")  # minijax.recipe.OPTIMIZERS
 
 
 def base_config(model_name: str) -> ml_collections.ConfigDict:
@@ -88,6 +87,25 @@ def base_config(model_name: str) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.split = "test"
   config.eval.channel_subsets = preprocess.EVAL_SUBSETS
+  return config
+
+
+FASHION_MNIST_MEAN = (0.2860,) * 3  # Gray replicated to 3 channels: one statistic per channel.
+FASHION_MNIST_STD = (0.3530,) * 3
+
+
+def use_fashion_mnist(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fashion-MNIST prepared by `python -m minijax.prepare --fashion_mnist` (28x28, 10 classes)."""
+  config.data.name = "tfds"
+  config.data.tfds_name = "fashion_mnist_idx/28px"
+  config.data.image_size = 28
+  config.data.num_classes = 10
+  config.input.mean = FASHION_MNIST_MEAN
+  config.input.std = FASHION_MNIST_STD
+  config.input.flip = True  # Clothes are left-right symmetric; upright, so no rotation.
+  config.input.rotation_degrees = 0.0
+  config.batch_size = 128
+  config.eval_batch_size = 500
   return config
 
 
