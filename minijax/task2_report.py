@@ -27,11 +27,15 @@ import jax.numpy as jnp
 import ml_collections
 from absl import app, flags
 
-_WORKDIRS = flags.DEFINE_string("workdirs", None, "Comma-separated finished workdirs (globs ok).")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_REFERENCE = flags.DEFINE_string("reference", None, "The full model's workdir (default: the first "
-                                 "rep4net workdir listed).")
-_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 30, "Timed batch-1 forward passes.")
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program: importing report() claims none."""
+  flags.DEFINE_string("workdirs", None, "Comma-separated finished workdirs (globs ok).")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_string("reference", None, "The full model's workdir (default: the first "
+                      "rep4net workdir listed).")
+  flags.DEFINE_integer("latency_runs", 30, "Timed batch-1 forward passes.")
+
 
 # Config keys that do not change what is trained (paths, logging, evaluation set-up).
 _IGNORED_KEYS = ("data.data_dir", "data.root", "data.num_threads", "data.num_workers",
@@ -252,11 +256,12 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
 
 def main(argv):
   del argv
-  comparison, ablation = report(_WORKDIRS.value.split(","), _OUT.value, _REFERENCE.value,
-                                _LATENCY_RUNS.value)
-  print((pathlib.Path(_OUT.value) / "report.md").read_text())
+  comparison, ablation = report(flags.FLAGS.workdirs.split(","), flags.FLAGS.out, flags.FLAGS.reference,
+                                flags.FLAGS.latency_runs)
+  print((pathlib.Path(flags.FLAGS.out) / "report.md").read_text())
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["workdirs", "out"])
   app.run(main)
