@@ -53,7 +53,7 @@ def base_config(model_name: str) -> ml_collections.ConfigDict:
   # channel-adaptive DynamicConvStem) or "adapter" (learned 1->3 / 2->3 convs in front).
   config.model.stem = "conv"
   config.model.stem_options = ml_collections.ConfigDict(dict(
-      channel_names="RGB", num_kernels=4, embed_dim=32, attention=True, attention_hidden=32,
+      channel_names="RGB", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
       temperature=1.0, adapter_kernel_size=3))
 
   config.optimizer = ml_collections.ConfigDict()

@@ -6,7 +6,7 @@
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
   fill=zero     naive models: zeros in place of missing channels (default 'seed': the seed's
                 duplicate / zero-fill)
-  k=N d=N       dynamic stem: number of kernels K, channel-embedding width D
+  k=N d=N       dynamic stem: number of kernels K (default 4), channel-embedding width D (8)
   attn=0        dynamic stem without the input-dependent attention (one kernel per channel set)
   tau=T         dynamic stem: attention softmax temperature
 Every field stays overridable with --config.KEY=VALUE.

@@ -36,12 +36,25 @@ _BENCH = flags.DEFINE_bool("bench", True, "Measure FLOPs and img/s (--nobench: a
 _SPLIT = flags.DEFINE_string(
     "split", "", "Evaluate this split ('val', 'test') in memory instead of reading each workdir's "
     "report (which is left untouched), e.g. to choose between variants on 'val'.")
+_SET = flags.DEFINE_list(
+    "set", [], "With --split: KEY=VALUE overrides of each workdir's config for that evaluation, "
+    "e.g. data.synthetic.val_per_class=100 (the synthetic set draws every image from its own "
+    "seed, so the training images stay the same and the val split just grows).")
 flags.mark_flags_as_required(["workdirs", "out"])
 
 
-def load_config(workdir: pathlib.Path):
+def load_config(workdir: pathlib.Path, overrides=()):
+  """The workdir's config, with KEY=VALUE overrides (VALUE parsed as the field's type)."""
   import ml_collections
-  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  for override in overrides:
+    key, value = override.split("=", 1)
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = type(node[leaf])(value) if node.get(leaf) is not None else value
+  return config
 
 
 def variant_label(config) -> str:
@@ -136,11 +149,11 @@ class Bench:
 
 
 def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int,
-            split: str = "", bench_costs: bool = True) -> dict:
+            split: str = "", bench_costs: bool = True, overrides=()) -> dict:
   import jax
   from minijax import checkpointing, evaluate, models, train
   from minijax.data import pipeline
-  config = load_config(workdir)
+  config = load_config(workdir, overrides if split else ())
   model = models.create_model(config.model, config.data.num_classes)
   mesh = train.make_mesh()
   variables, _ = checkpointing.load_pretrained(
@@ -208,7 +221,7 @@ def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
     return f"{rgb:.1f}" if high - low < 0.05 else f"{rgb:.1f} ({low:.1f}-{high:.1f})"
 
   counts = sorted({f"{r['split']} split, {r['num_examples']} images" for r in rows})
-  lines = [f"Test accuracy (%) per channel subset ({'; '.join(counts)}), worst drop from the "
+  lines = [f"Accuracy (%) per channel subset ({'; '.join(counts)}), worst drop from the "
            f"row's RGB accuracy (points), parameters, MFLOPs per image (XLA cost analysis, RGB; "
            f"range over subsets) and "
            f"inference img/s per subset (batch {batch}, uint8 in, logits out).", "",
@@ -253,7 +266,7 @@ def summary_lines(rows: list[dict], subsets: list[str]) -> list[str]:
   groups = {name: members for name, members in groups.items() if len(members) > 1}
   if not groups:
     return []
-  lines = ["", "Seed replicates: mean test accuracy (%) over the runs of a variant; worst drop as "
+  lines = ["", "Seed replicates: mean accuracy (%) over the runs of a variant; worst drop as "
            "mean (min-max) over the runs.", "",
            "| variant | runs | " + " | ".join(subsets) + " | worst drop |",
            "|---" * (len(subsets) + 3) + "|"]
@@ -306,7 +319,7 @@ def main(argv):
   rows = []
   for workdir, label in zip(workdirs, labels):
     rows.append(collect(workdir, label, _BENCH_BATCH.value, _BENCH_REPEATS.value, _SPLIT.value,
-                        _BENCH.value))
+                        _BENCH.value, _SET.value))
     print(f"{rows[-1]['variant']}: " + " ".join(
         f"{s} {100 * a:.1f}" for s, a in rows[-1]["accuracy"].items()), flush=True)
   out = pathlib.Path(_OUT.value).expanduser().resolve()

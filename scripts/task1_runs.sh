@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Task 1: trains every variant on the embedded synthetic dataset, ONE AT A TIME, then writes the
 # table (minijax.task1_report). A variant whose workdir already has a report is skipped, so the
-# script resumes. ~4 min per variant on a 2-core CPU (19 runs: ~1.3 h).
+# script resumes. ~4 min per variant on a 2-core CPU (22 runs: ~1.5 h).
 #
 #   RUNS=/work/task1_runs scripts/task1_runs.sh            # all variants + ablations + table
 #   ONLY_TABLE=1 scripts/task1_runs.sh                     # the table of finished workdirs
@@ -24,15 +24,18 @@ VARIANTS=(
   "adapter_subsets       configs/task1_adapter.py:demo,subsets"
   "dynamic               configs/task1_dynamic.py:demo"
   "dynamic_subsets       configs/task1_dynamic.py:demo,subsets"
-  # Ablations of the dynamic stem with subset training.
+  # Ablations of the dynamic stem (default K=4, D=8, attention on, size-uniform sampling).
   "dynamic_subsets_noattn configs/task1_dynamic.py:demo,subsets,attn=0"
-  "dynamic_subsets_d8    configs/task1_dynamic.py:demo,subsets,d=8"
-  "dynamic_subsets_full05 configs/task1_dynamic.py:demo,subsets,full=0.5"
+  "dynamic_subsets_k8    configs/task1_dynamic.py:demo,subsets,k=8"
+  "dynamic_d32           configs/task1_dynamic.py:demo,d=32"
+  "dynamic_subsets_d32   configs/task1_dynamic.py:demo,subsets,d=32"
+  "dynamic_subsets_d32_noattn configs/task1_dynamic.py:demo,subsets,d=32,attn=0"
+  "dynamic_subsets_d32_full05 configs/task1_dynamic.py:demo,subsets,d=32,full=0.5"
   # Seed replicates of the subset-trained variants (the table adds their mean and range).
   "dynamic_subsets_seed1 configs/task1_dynamic.py:demo,subsets --config.seed=1"
   "dynamic_subsets_seed2 configs/task1_dynamic.py:demo,subsets --config.seed=2"
-  "dynamic_subsets_d8_seed1 configs/task1_dynamic.py:demo,subsets,d=8 --config.seed=1"
-  "dynamic_subsets_d8_seed2 configs/task1_dynamic.py:demo,subsets,d=8 --config.seed=2"
+  "dynamic_subsets_d32_seed1 configs/task1_dynamic.py:demo,subsets,d=32 --config.seed=1"
+  "dynamic_subsets_d32_seed2 configs/task1_dynamic.py:demo,subsets,d=32 --config.seed=2"
   "naive_seed_subsets_seed1 configs/task1_naive.py:demo,subsets --config.seed=1"
   "naive_seed_subsets_seed2 configs/task1_naive.py:demo,subsets --config.seed=2"
   "adapter_subsets_seed1 configs/task1_adapter.py:demo,subsets --config.seed=1"

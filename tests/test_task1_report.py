@@ -44,5 +44,5 @@ def test_variant_labels_from_configs():
   assert label("demo,subsets,fill=zero", "conv") == "naive zero-fill + subset training"
   assert label("demo,subsets", "adapter") == "adapters 1->3, 2->3 + subset training"
   assert label("demo,subsets,attn=0,full=0.5", "dynamic") == (
-      "dynamic stem (no attention, D=32) + subset training (full 0.5)")
+      "dynamic stem (no attention, D=8) + subset training (full 0.5)")
   assert label("demo,k=8,d=8,backbone=resnet34", "dynamic") == "resnet34 dynamic stem (K=8, D=8)"

@@ -97,7 +97,7 @@ def wrap(backbone: nn.Module, model_config) -> nn.Module:
     stem_module = DynamicConvStem(
         **geometry, channel_names=options.get("channel_names", "RGB"),
         input_channels=preprocess.CHANNEL_NAMES,
-        num_kernels=options.get("num_kernels", 4), embed_dim=options.get("embed_dim", 32),
+        num_kernels=options.get("num_kernels", 4), embed_dim=options.get("embed_dim", 8),
         attention=options.get("attention", True),
         attention_hidden=options.get("attention_hidden", 32),
         temperature=options.get("temperature", 1.0), dtype=backbone.dtype)

@@ -73,7 +73,7 @@ class DynamicConvStem(nn.Module):
   channel_names: str = "RGB"       # The vocabulary: one embedding per name ('RGB', 'R,G,B,NIR').
   input_channels: str = ""         # What an input without channel_ids holds; '' = channel_names.
   num_kernels: int = 4             # K; generated kernels mixed by the attention.
-  embed_dim: int = 32              # D; width of the channel embeddings.
+  embed_dim: int = 8               # D; width of the channel embeddings (8 beat 32 on Task 1).
   attention: bool = True           # False: one kernel per channel set, no input dependence.
   attention_hidden: int = 32
   temperature: float = 1.0
