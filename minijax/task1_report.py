@@ -292,16 +292,17 @@ def plot(rows: list[dict], subsets: list[str], path: pathlib.Path) -> None:
             color="white" if value < 60 else "black", fontsize=9)
   ax.set_xticks(range(len(subsets)), subsets)
   ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
-  ax.set_title("test accuracy % by input channels")
+  ax.set_title(f"{rows[0]['split']} accuracy % by input channels")
   fig.colorbar(image, ax=ax, fraction=0.03)
   drops = [_worst_drop(r["accuracy"]) for r in rows]
   bx.barh(range(len(rows)), drops, color=["tab:green" if d <= 5 else "tab:red" for d in drops])
   bx.set_yticks(range(len(rows)), [""] * len(rows))
-  bx.invert_yaxis()
+  bx.set_ylim(len(rows) - 0.5, -0.5)  # The heatmap's rows, top to bottom.
   bx.axvline(5, color="gray", linestyle="--", linewidth=1)
   bx.set_xlabel("worst drop from RGB (points)")
+  bx.set_xlim(0, max(drops) * 1.8 + 10)
   for i, r in enumerate(rows):
-    bx.text(0.5, i, f"{r['params'] / 1e6:.2f}M params, "
+    bx.text(drops[i] + 1, i, f"{r['params'] / 1e6:.2f}M params, "
             f"{r['flops_per_image'].get('RGB', 0) / 1e6:.0f} MFLOPs", va="center", fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
