@@ -8,9 +8,13 @@ Expected: 58.7% test (seed); the seed's Task 2 answer (2 conv + attention + resi
 Embedded synthetic dataset, 32x32, 6 epochs (2-core CPU: a few minutes):
   python -m minijax.main --config=configs/complexcnn.py:demo --workdir=/tmp/complexcnn-demo
 """
-from minijax import config_lib
+from minijax import config as config_lib
 
 
 def get_config(arg=None):
-  config = config_lib.base_config("complexcnn")
-  return config_lib.apply_arg(config, arg)
+  args = config_lib.parse_arg(arg, demo=False)
+  config = config_lib.base_config()
+  config.model.name = "complexcnn"
+  if args.demo:
+    config_lib.use_demo(config)
+  return config

@@ -3,7 +3,7 @@ r"""complexcnn on Fashion-MNIST (28x28 gray as RGB, 10 classes), a real dataset 
 Prepare once (Debian package dataset-fashion-mnist, IDX files in /usr/share/datasets/fashion-mnist;
 a few seconds), then train:
   apt-get install -y dataset-fashion-mnist
-  python -m minijax.prepare --fashion_mnist [--data_dir=DIR]
+  python -m minijax.tools.prepare --fashion_mnist [--data_dir=DIR]
   python -m minijax.main --config=configs/fashion_mnist.py --workdir=workdirs/fashion_mnist \
       [--config.data.data_dir=DIR]
 
@@ -18,21 +18,21 @@ Small run for a CPU: TFDS slices train[:10%] (5,500), val[:20%] (1,000), test[:2
 3 epochs, batch 64. Measured: 77.6% test (RGB) in 4 min 18 s on a busy 2-core CPU.
   python -m minijax.main --config=configs/fashion_mnist.py:small --workdir=/tmp/fashion-small
 """
-import ml_collections
-
-from minijax import config_lib
+from minijax import config as config_lib
 
 
 def get_config(arg=None):
-  config = config_lib.use_fashion_mnist(config_lib.base_config("complexcnn"))
+  args = config_lib.parse_arg(arg, small=False, demo=False)
+  config = config_lib.use_fashion_mnist(config_lib.base_config())
+  config.model.name = "complexcnn"
   config.num_epochs = 20
   config.log_every_steps = 100
-  if arg == "small":
+  if args.small:
     # TFDS split slices, read by minijax.data.tfds_source: same data, fewer images.
-    config.data.tfds_splits = ml_collections.ConfigDict(
-        {"train": "train[:10%]", "val": "val[:20%]", "test": "test[:20%]"})
+    config.data.tfds_splits.update(dict(train="train[:10%]", val="val[:20%]", test="test[:20%]"))
     config.batch_size = 64
     config.num_epochs = 3
     config.log_every_steps = 20
-    return config
-  return config_lib.apply_arg(config, arg)
+  if args.demo:
+    config_lib.use_demo(config)
+  return config

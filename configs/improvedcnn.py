@@ -8,9 +8,13 @@ Expected: 35.1% test (seed, PyTorch); RGB-only naive model. Runtime: ~6 min on a
 Embedded synthetic dataset, 32x32, 6 epochs (2-core CPU: a few minutes):
   python -m minijax.main --config=configs/improvedcnn.py:demo --workdir=/tmp/improvedcnn-demo
 """
-from minijax import config_lib
+from minijax import config as config_lib
 
 
 def get_config(arg=None):
-  config = config_lib.base_config("improvedcnn")
-  return config_lib.apply_arg(config, arg)
+  args = config_lib.parse_arg(arg, demo=False)
+  config = config_lib.base_config()
+  config.model.name = "improvedcnn"
+  if args.demo:
+    config_lib.use_demo(config)
+  return config

@@ -8,9 +8,13 @@ Expected: 67.8% test (seed); the from-scratch reference. Runtime: ~11 min on an 
 Embedded synthetic dataset, 32x32, 6 epochs (2-core CPU: a few minutes):
   python -m minijax.main --config=configs/resnet34.py:demo --workdir=/tmp/resnet34-demo
 """
-from minijax import config_lib
+from minijax import config as config_lib
 
 
 def get_config(arg=None):
-  config = config_lib.base_config("resnet34")
-  return config_lib.apply_arg(config, arg)
+  args = config_lib.parse_arg(arg, demo=False)
+  config = config_lib.base_config()
+  config.model.name = "resnet34"
+  if args.demo:
+    config_lib.use_demo(config)
+  return config

@@ -1,7 +1,7 @@
 r"""Task 1: learned channel adapters (the seed report's channel mapping) in front of an unmodified
 RGB backbone: a 1->3 and a 2->3 conv (3x3, initialised to the seed's duplicate / zero-fill) map a
 one- or two-channel input to the backbone's three (minijax.models.channel_adaptive.ChannelAdapter).
-Config args: minijax/task1_configs.py ('subsets', 'full=F', 'backbone=NAME').
+Config args: minijax/projects/task1/config.py ('subsets', 'full=F', 'backbone=NAME').
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
   python -m minijax.main --config=configs/task1_adapter.py:demo,subsets \
@@ -10,8 +10,8 @@ Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs,
 Expected: ~4 min; test RGB 96.6%, worst subset (G) 89.7%. Without ',subsets' the adapters never
 see a subset and stay at their init (the seed's mapping): RGB 89.9%, worst (GB) 34.0%.
 """
-from minijax import task1_configs
+from minijax.projects.task1 import config as task1_config
 
 
 def get_config(arg=None):
-  return task1_configs.get_config("adapter", arg)
+  return task1_config.get_config("adapter", arg)

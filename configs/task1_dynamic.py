@@ -1,5 +1,5 @@
 r"""Task 1: the channel-adaptive dynamic conv stem (minijax.models.dynamic_conv) in place of the
-backbone's first conv; one model for any channel subset. Config args: minijax/task1_configs.py.
+backbone's first conv; one model for any channel subset. Config args: minijax/projects/task1/config.py.
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
   python -m minijax.main --config=configs/task1_dynamic.py:demo,subsets \
@@ -10,7 +10,7 @@ B 93.7); over seeds 0-2 the worst drop from RGB is 4.2 points (3.6-4.9). Without
 batches only) the stem alone does not make the model robust: RGB 95.3%, R 36.1%. Plain
 ':demo,subsets' (6 epochs, 200 test images, ~2 min) is still climbing (D=32: RGB 67%, subsets 55-66%).
 D=8 is the default: with ',d=32' the worst drop is 5.6 (5.0-6.2) on test and 5.8 vs 4.5 on a
-1000-image val split (python -m minijax.task1_report --split=val
+1000-image val split (python -m minijax.projects.task1.report --split=val
 --set=data.synthetic.val_per_class=100 --nobench ...).
 
 Ablations (args): ',attn=0' (no attention: one kernel per channel set), ',k=8' (K kernels),
@@ -24,8 +24,8 @@ ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
       --workdir=workdirs/task1_dynamic_resnet34 --config.data.root=/path/to/imagenet-mini
 Not run here (no accelerator in this session); expect ResNet34's cost plus ~K x its first conv.
 """
-from minijax import task1_configs
+from minijax.projects.task1 import config as task1_config
 
 
 def get_config(arg=None):
-  return task1_configs.get_config("dynamic", arg)
+  return task1_config.get_config("dynamic", arg)

@@ -1,7 +1,7 @@
 r"""Task 1: naive models (the backbone unchanged) fed a channel subset as three channels, either
 the seed's processing (default: one channel duplicated, two channels plus a zero third) or
 ',fill=zero' (the present channels in place, zeros elsewhere); ',subsets' trains on random
-channel subsets mapped the same way. Config args: minijax/task1_configs.py.
+channel subsets mapped the same way. Config args: minijax/projects/task1/config.py.
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
   python -m minijax.main --config=configs/task1_naive.py:demo --workdir=/work/task1_runs/naive_seed \
@@ -13,8 +13,8 @@ Expected: ~4-5 min each; test accuracy RGB / worst subset:
   :demo,subsets,fill=zero    85.9 / 43.4 (G)
 Plain ':demo' (6 epochs, 200 test images, ~2 min): RGB ~85%, worst subset ~8-25%.
 """
-from minijax import task1_configs
+from minijax.projects.task1 import config as task1_config
 
 
 def get_config(arg=None):
-  return task1_configs.get_config("conv", arg)
+  return task1_config.get_config("conv", arg)

@@ -4,30 +4,29 @@ r"""Entry point: python -m minijax.main --config=configs/complexcnn.py[:demo] --
   --mode=evaluate  write the channel-subset report of a finished WORKDIR from its best checkpoint
 Any config field can be overridden: --config.optimizer.learning_rate=3e-4 --config.data.root=...
 
-Multi-process (multi-host) runs use JAX's own runtime, jax.distributed.initialize(), called before
-anything touches a device. --distributed=auto (default) initializes it when
-  * the coordinator flags are given: --coordinator_address=HOST:PORT --num_processes=N
-    --process_id=I (launch/local.py passes these), or
-  * the process is one task of several under srun (SLURM_NTASKS > 1) or mpirun (Open MPI,
-    OMPI_COMM_WORLD_SIZE > 1): JAX reads the coordinator, process count and id from the
-    environment and gives each task the GPU numbered by its node-local rank.
-One process runs alone otherwise; --distributed=on forces initialize(), =off skips it. Flags
-left unset fall back to JAX's own env vars (JAX_COORDINATOR_ADDRESS, JAX_COORDINATOR_PORT,
-JAX_LOCAL_DEVICE_IDS). A process that loses a peer ends non-zero: a failed collective raises at
-once, and JAX's heartbeat (--heartbeat_timeout_seconds) ends a process that waits on a dead peer.
+This file is kept short on purpose: it parses flags, starts the distributed runtime
+(minijax.distributed), and runs config -> experiment -> train -> evaluate -> report, turning the
+library's errors into one-line messages.
 """
-import os
+import pathlib
 import sys
 
 from absl import app, flags, logging
+import jax
 from ml_collections import config_flags
 
-from minijax import config_lib
+from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
+from minijax.config import ConfigError
+from minijax.data import pipeline
+from minijax.data.imagelist import DataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+_REPORT_DIR = flags.DEFINE_string(
+    "report_dir", None, "Where to write the report (default WORKDIR/report), e.g. for a "
+    "read-only workdir.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "jax.distributed.initialize(): auto = when coordinator flags are given or the process is one "
@@ -55,133 +54,70 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and grain are chatty at INFO; -v 0 shows it.
-  import jax  # After flag parsing so that a bad flag fails fast.
-
-  initialize_distributed()
-  if jax.process_count() > 1:
-    # Fail fast everywhere: a process that stops on an error takes the run down at once instead of
-    # leaving its peers blocked in a collective until their heartbeat timeout.
-    try:
-      _run()
-    except BaseException as error:  # pylint: disable=broad-except
-      if isinstance(error, SystemExit) and error.code in (None, 0):
-        raise
-      _fail_fast(error)
-  else:
-    _run()
-
-
-def _run():
-  import jax
-
-  config = _CONFIG.value
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value, _LOCAL_DEVICE_IDS.value, _HEARTBEAT.value,
+                         _INIT_TIMEOUT.value)
+  if jax.process_count() == 1:
+    run()
+    return
   try:
-    config_lib.validate(config, jax.device_count())
-  except ValueError as error:
-    logging.error("%s", error)
+    run()
+  except BaseException as error:  # pylint: disable=broad-except
+    # Fail fast everywhere: a process that stops on an error takes the run down at once instead
+    # of leaving its peers blocked in a collective until their heartbeat timeout.
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+      raise
+    distributed.fail_fast(error)
+
+
+def run() -> None:
+  """run_experiment on the flags, its errors as one-line messages and exit codes."""
+  config, workdir = _CONFIG.value, pathlib.Path(_WORKDIR.value).expanduser().resolve()
+  try:
+    results = run_experiment(config, workdir, mode=_MODE.value, report_dir=_REPORT_DIR.value)
+  except ConfigError as error:
     sys.exit(f"invalid config: {error}")
-  logging.info("config:\n%s", config)
-  logging.info("devices: %s", jax.devices())
-
-  from minijax import evaluate, train
-  from minijax.data import imagelist
-  try:
-    if _MODE.value == "train":
-      results = train.train_and_evaluate(config, _WORKDIR.value)
-    else:
-      results = evaluate.evaluate_workdir(config, _WORKDIR.value)
-  except imagelist.DataError as error:
+  except DataError as error:
     sys.exit(f"data error: {error}")
+  except (train.Diverged, checkpointing.CheckpointError, FileNotFoundError) as error:
+    sys.exit(f"minijax: {error}")
+  except train.Stopped as error:
+    print(f"minijax: {error}; checkpoint saved in {workdir}. Run the same command again to "
+          "resume from it.", file=sys.stderr, flush=True)
+    sys.exit(128 + error.signum)
   if jax.process_index() == 0:
     for row in results["channels"]:
       print(f"{results['split']} accuracy {row['channels']:>3}: {100 * row['accuracy']:.2f}%")
+    print(f"report: {results['report_dir']}", flush=True)
 
 
-def _cluster_tasks() -> int:
-  """How many tasks SLURM (srun) or Open MPI (mpirun) launched this process among; 1 if neither."""
-  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-  if all(name in os.environ for name in slurm):  # What JAX's SLURM detection reads.
-    return int(os.environ["SLURM_NTASKS"])
-  if "OMPI_COMM_WORLD_SIZE" in os.environ:
-    return int(os.environ["OMPI_COMM_WORLD_SIZE"])
-  return 1
-
-
-def initialize_distributed() -> None:
-  """jax.distributed.initialize() when this is one process of several (see the module doc)."""
-  import jax
-
-  explicit = any(v is not None for v in (_COORDINATOR.value, _NUM_PROCESSES.value,
-                                          _PROCESS_ID.value))
-  if _DISTRIBUTED.value == "off":
-    if explicit:
-      sys.exit("--distributed=off contradicts --coordinator_address/--num_processes/--process_id")
-    return
-  tasks = _cluster_tasks()
-  if _DISTRIBUTED.value == "auto" and not explicit and tasks == 1:
-    return  # A single process: no coordination service needed.
-  num_processes, process_id = _NUM_PROCESSES.value, _PROCESS_ID.value
-  # Open MPI 5 no longer sets the variable JAX's detection keys on (OMPI_MCA_orte_hnp_uri): take
-  # the count and rank from OMPI_COMM_WORLD_*; the coordinator then comes from the flag or env.
-  if "OMPI_COMM_WORLD_SIZE" in os.environ and "OMPI_MCA_orte_hnp_uri" not in os.environ:
-    num_processes = tasks if num_processes is None else num_processes
-    if process_id is None:
-      process_id = int(os.environ["OMPI_COMM_WORLD_RANK"])
-  coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if _DISTRIBUTED.value == "auto" and tasks == 1 and None in (coordinator, num_processes,
-                                                              process_id):
-    sys.exit("multi-process: give --coordinator_address=HOST:PORT, --num_processes=N and "
-             "--process_id=I together (or launch under srun / mpirun)")
-  if None not in (num_processes, process_id) and not 0 <= process_id < num_processes:
-    sys.exit(f"--process_id={process_id} must be in [0, {num_processes})")
-  local_device_ids = ([int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value
-                      else None)
-  try:
-    jax.distributed.initialize(
-        coordinator_address=_COORDINATOR.value, num_processes=num_processes,
-        process_id=process_id, local_device_ids=local_device_ids,
-        initialization_timeout=_INIT_TIMEOUT.value,
-        heartbeat_timeout_seconds=_HEARTBEAT.value)
-  except Exception as error:  # pylint: disable=broad-except
-    sys.exit(f"jax.distributed.initialize failed (coordinator {_COORDINATOR.value or 'from env'},"
-             f" {num_processes or tasks} processes): {error}")
-  logging.info("process %d of %d, %d local devices", jax.process_index(), jax.process_count(),
-               jax.local_device_count())
+def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> dict:
+  """config -> experiment -> train (mode 'train') -> evaluate -> report; the results, with
+  'report_dir'. Raises ConfigError before any data is read or anything is compiled."""
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  projects.validate(config, jax.device_count())
+  experiment = projects.build(config)
+  logging.info("config:\n%s", config)
+  logging.info("devices: %s", jax.devices())
+  mesh = sharding.make_mesh()
+  if mode == "train":
+    pipeline.check_splits(config.data, ("train", "val", config.eval.split))
+    validate = evaluate.make_validator(config, experiment, mesh)
+    train.train(config, workdir, experiment, mesh=mesh, validate=validate)
+  results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
+  results["report_dir"] = str(pathlib.Path(report_dir or workdir / "report").expanduser())
   if jax.process_index() == 0:
-    print(f"multi-process run: {jax.process_count()} processes, {jax.device_count()} devices",
-          flush=True)
-
-
-def _fail_fast(error: BaseException) -> None:
-  """Ends this process of a multi-process run at once, saying why (a lost peer, most likely)."""
-  import traceback
-
-  import jax
-
-  text = str(error) if not isinstance(error, SystemExit) else str(error.code)
-  first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-  peer_lost = any(marker in text for marker in (
-      "Gloo", "gloo", "Connection closed by peer", "Connection reset", "heartbeat", "UNAVAILABLE",
-      "coordination service", "NCCL", "DEADLINE_EXCEEDED", "Barrier"))
-  if peer_lost:
-    why = "a peer process was lost (it died, was killed or cannot be reached)"
-  else:
-    why = "this process failed; stopping the run so that its peers do not wait for it"
-    if not isinstance(error, (SystemExit, KeyboardInterrupt)):
-      traceback.print_exc()
-  print(f"minijax: process {jax.process_index()} of {jax.process_count()}: {why}: {first_line}",
-        file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  # os._exit skips jax's atexit shutdown barrier, which would wait for the dead peer.
-  os._exit(1 if not isinstance(error, KeyboardInterrupt) else 130)
+    report.write(results["report_dir"], results, metrics.read_metrics(workdir))
+  return results
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with an unknown --config.* key reported by name instead of a traceback."""
+  """absl parsing, with an unknown --config.* key or a bad config arg reported in one line."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error:
-    raise  # absl prints these itself, naming the flag.
+  except flags.Error as error:
+    sys.exit(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help "
+             "on flags.")
   except ValueError as error:  # Raised by a config file's get_config, e.g. an unknown arg.
     sys.exit(f"invalid config: {error}")
   except (AttributeError, KeyError) as error:

@@ -1,235 +1,464 @@
-"""The one trainer: jit train step sharded over a ("data",) mesh, epoch validation, checkpoints.
+"""The one trainer: a jitted train step over a ("data",) mesh, its input feed, and the loop.
 
-config -> data -> model -> train -> evaluate -> report. Rerunning the same command on the same
-workdir resumes from the latest checkpoint (params, optimizer, step; the data position follows
-from the step).
+`train_step` applies the functions an Experiment resolved from the config (augmentation, the
+model's inputs, batch augmentation, loss) and reads no flags; with the core defaults it is the
+seed's recipe: flip + rotation, normalisation, Adam on the mean cross-entropy.
+
+The loop feeds global uint8 batches, either gathered on the device from a split held there (the
+indices of several steps go in one call, lax.scan over them) or streamed by grain; it logs, checks
+that training has not diverged, validates at each epoch end and checkpoints (best by validation
+loss and latest; also every config.checkpoint_every_steps and on SIGINT / SIGTERM). Rerunning the
+same command on the same workdir resumes from the latest checkpoint; the data position follows
+from the step, so resume is exact whatever the number of processes.
 """
+import dataclasses
 import functools
-import json
 import logging
+import os
 import pathlib
+import queue
+import signal
+import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
-import flax.struct
+import flax.training.train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from minijax import channel_subsets, checkpointing, evaluate, metric_writers, models, preprocess
-from minijax.data import device_dataset, pipeline
-from minijax import recipe  # Task 2 recipe options: all off by default.
+from minijax import checkpointing, config as config_lib, experiment as experiment_lib, metrics
+from minijax import sharding
+from minijax.data import device_dataset, order, pipeline
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
+class TrainState(flax.training.train_state.TrainState):
   batch_stats: Any
-  opt_state: Any
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  teacher: Any = None  # Distillation teacher variables (recipe.distill_workdir); not checkpointed.
+  ema_params: Any = None  # With config.ema_decay > 0: the EMA of params (validated and saved).
 
   @property
-  def variables(self):
+  def variables(self) -> dict:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
-
-def make_mesh() -> jax.sharding.Mesh:
-  # Auto axes: XLA propagates the batch sharding; the step code stays free of sharding types.
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int | None = None) -> optax.GradientTransformation:
-  """The seed's Adam(lr) by default; AdamW, warmup + cosine and EMA: minijax.recipe."""
-  return recipe.make_optimizer(config, steps_per_epoch)
+  @property
+  def evaluated_variables(self) -> dict:
+    """What validation, the best checkpoint and the report use: the EMA weights when kept."""
+    params = self.params if self.ema_params is None else self.ema_params
+    return {"params": params, "batch_stats": self.batch_stats}
 
 
-def init_variables(model, config, rng):
-  size = config.data.image_size
-  variables = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+class Diverged(RuntimeError):
+  """Training produced a non-finite loss or gradient norm."""
 
 
-def create_train_state(model, config, mesh, rng, steps_per_epoch: int | None = None) -> TrainState:
-  tx = make_optimizer(config, steps_per_epoch)
+class Stopped(Exception):
+  """SIGINT / SIGTERM arrived; a checkpoint of the current step was saved."""
 
-  def init():
-    variables = init_variables(model, config, rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(variables["params"]), tx=tx)
-
-  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+  def __init__(self, step: int, signum: int):
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+    self.step, self.signum = step, signum
 
 
-def model_inputs(images_norm: jax.Array, subset: str) -> jax.Array:
-  """The network's 3-channel input for a channel subset (the seed's duplicate / zero-fill)."""
-  return preprocess.seed_channel_mapping(images_norm, preprocess.subset_indices(subset))
+RNG_STREAMS = ("augment", "dropout", "channels", "batch_augment")
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def train_step(state: TrainState, batch, rng, *, model, config):
-  step_rng = jax.random.fold_in(rng, state.step)
+def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+  """The step's named random streams, all derived from (rng, step)."""
+  step_rng = jax.random.fold_in(rng, step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
-  images = preprocess.train_preprocess(
-      augment_rng, batch["image"], mean=config.input.mean, std=config.input.std,
-      flip=config.input.flip, rotation_degrees=config.input.rotation_degrees)
-  # model_inputs(images, config.input.train_channels) and {} unless a channel-adaptive stem or
-  # subset training (config.input.subset_training) is configured.
-  images, channel_inputs = channel_subsets.train_inputs(step_rng, images, config)
-  # Recipe (minijax.recipe): random-resized-crop, mixup/cutmix -> soft targets, teacher logits;
-  # with the options off: the same images, targets None, no teacher.
-  images, targets = recipe.augment(jax.random.fold_in(augment_rng, 1), images, batch["label"],
-                                   config)
-  teacher_logits = recipe.teacher_logits(state.teacher, images, config)
-
-  def loss_fn(params):
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                  train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng},
-                                  **channel_inputs)
-    # Options off: exactly cross_entropy(logits, batch["label"]).
-    loss = recipe.loss(logits, batch["label"], targets, teacher_logits, config)
-    return loss, (logits, updates)
-
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, param_updates),
-                            batch_stats=updates.get("batch_stats", state.batch_stats),
-                            opt_state=opt_state)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-  return new_state, {"loss": loss, "accuracy": accuracy}
+  return {"augment": augment_rng, "dropout": dropout_rng,
+          # Folded-in tags keep the flip/rotation and dropout draws independent of these.
+          "channels": jax.random.fold_in(step_rng, 0x5B5E7),
+          "batch_augment": jax.random.fold_in(augment_rng, 1)}
 
 
-def _device_batches(batches, sharding, prefetch: int = 2):
-  """Sends each process-local batch to the devices, keeping `prefetch` transfers in flight."""
-  queue = []
-  for batch in batches:
-    queue.append({k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()})
-    if len(queue) > prefetch:
-      yield queue.pop(0)
-  yield from queue
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The EMA decay after update number `step` (0-based), warmed up: min(decay, (1+t)/(10+t))."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def device_train_batches(config, train_source, mesh, start_step: int, num_steps: int):
-  """Global uint8 batches on the devices for steps [start_step, num_steps).
+def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
+               augment, train_inputs, batch_augment, loss, ema_decay: float = 0.0):
+  """One update on a global batch {'image': uint8 (B, H, W, C), 'label': int32 (B,)}."""
+  rngs = step_rngs(rng, state.step)
+  images = augment(rngs["augment"], batch["image"])
+  inputs, model_kwargs = train_inputs(rngs["channels"], images)
+  inputs, targets = batch_augment(rngs["batch_augment"], inputs, batch["label"])
 
-  Streamed: grain reads and decodes, only uint8 crosses. On device (config.data.on_device): the
-  split is uploaded once and only the indices of each batch cross, in the same order.
-  """
-  batch_sharding = NamedSharding(mesh, P("data"))
-  order = functools.partial(
-      pipeline.train_batches, global_batch_size=config.batch_size, seed=config.seed,
+  def loss_of(params):
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
+        mutable=["batch_stats"], rngs={"dropout": rngs["dropout"]}, **model_kwargs)
+    return loss(logits, targets, inputs, frozen), (logits, updates)
+
+  (value, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  new_state = state.apply_gradients(
+      grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+  if ema_decay > 0:
+    decay = ema_decay_at(ema_decay, state.step)
+    new_state = new_state.replace(ema_params=optax.incremental_update(
+        new_state.params, state.ema_params, 1.0 - decay))
+  step_metrics = {"loss": value, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+                  "grad_norm": optax.global_norm(grads)}
+  return new_state, step_metrics
+
+
+def scan_steps(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
+               active: jax.Array, rng: jax.Array, frozen: Any, *, step_fn, batch_sharding):
+  """Up to k train steps in one call on a split held on the device: row i of the (k, B) indices
+  is step i's batch, gathered here; rows with active[i] False are skipped (a shorter chunk)."""
+  def gather(index):
+    return jax.lax.with_sharding_constraint(
+        {"image": jnp.take(images, index, axis=0), "label": jnp.take(labels, index, axis=0)},
+        batch_sharding)
+
+  if indices.shape[0] == 1:  # One step per call: no loop around it.
+    state, step_metrics = step_fn(state, gather(indices[0]), rng, frozen)
+    return state, jax.tree.map(lambda x: x[None], step_metrics)
+
+  def body(state, xs):
+    index, on = xs
+    return jax.lax.cond(on, lambda s: step_fn(s, gather(index), rng, frozen),
+                        lambda s: (s, _zero_metrics()), state)
+
+  return jax.lax.scan(body, state, (indices, active))
+
+
+def _zero_metrics() -> dict:
+  return {k: jnp.zeros((), jnp.float32) for k in ("loss", "accuracy", "grad_norm")}
+
+
+def create_train_state(experiment: experiment_lib.Experiment, tx: optax.GradientTransformation,
+                       mesh, rng: jax.Array) -> TrainState:
+  def init():
+    variables = experiment.init_variables(rng)
+    params = variables["params"]
+    return TrainState.create(
+        apply_fn=experiment.model.apply, params=params, tx=tx,
+        batch_stats=variables["batch_stats"],
+        ema_params=jax.tree.map(jnp.copy, params) if experiment.ema_decay > 0 else None)
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+
+
+def step_function(experiment: experiment_lib.Experiment) -> Callable:
+  """train_step with the experiment's functions bound: (state, batch, rng, frozen)."""
+  return functools.partial(
+      train_step, augment=experiment.augment, train_inputs=experiment.train_inputs,
+      batch_augment=experiment.batch_augment, loss=experiment.loss,
+      ema_decay=experiment.ema_decay)
+
+
+# ------------------------------------------------------------------------------------ input feed
+
+class _DevicePrefetch:
+  """Iterates host batches already placed on the devices: a background thread pulls the next
+  ones from `batches` and transfers them, so the loop never waits on a host copy."""
+
+  _END = object()
+
+  def __init__(self, batches: Iterator[dict], batch_sharding, depth: int = 2):
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._batches = batches
+    self._sharding = batch_sharding
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._fill, daemon=True, name="device-prefetch")
+    self._thread.start()
+
+  def _fill(self) -> None:
+    try:
+      for batch in self._batches:
+        item = {k: jax.make_array_from_process_local_data(self._sharding, v)
+                for k, v in batch.items()}
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put(self._END)
+    except BaseException as error:  # pylint: disable=broad-except
+      self._queue.put(error)  # Raised in the consumer, where it names the bad file.
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    item = self._queue.get()
+    if item is self._END:
+      raise StopIteration
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self) -> None:
+    self._stop.set()
+
+
+@dataclasses.dataclass
+class OnDeviceFeed:
+  """The train split held on the devices; each call trains up to `steps_per_call` steps."""
+  dataset: device_dataset.DeviceDataset
+  config: ml_collections.ConfigDict
+  mesh: Any
+
+  def indices(self, start: int, stop: int, width: int) -> tuple[jax.Array, jax.Array]:
+    """(width, B) global indices of steps [start, stop) padded to `width` rows, and active."""
+    local = order.batch_index_matrix(
+        len(self.dataset), global_batch_size=self.config.batch_size, seed=self.config.seed,
+        start_step=start, stop_step=stop, process_index=jax.process_index(),
+        process_count=jax.process_count()).astype(np.int32)
+    padded = np.zeros((width, local.shape[1]), np.int32)
+    padded[:stop - start] = local
+    index_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None,
+                                                                                     "data"))
+    return (jax.make_array_from_process_local_data(index_sharding, padded),
+            jnp.asarray(np.arange(width) < stop - start))
+
+
+def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
+  """OnDeviceFeed when the split is (to be) held on the devices, else streamed device batches."""
+  sample = train_source[0]["image"]
+  num_bytes = len(train_source) * sample.nbytes
+  if device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
+                                          config.data.device_memory_fraction):
+    images, labels = pipeline.load_split(train_source, config.data.num_threads)
+    return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh)
+  batches = pipeline.train_batches(
+      train_source, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_threads=config.data.num_threads)
-  size = config.data.image_size
-  num_bytes = len(train_source) * size * size * 3
-  if not device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
-                                              config.data.device_memory_fraction):
-    return _device_batches(order(train_source, num_workers=config.data.num_workers),
-                           batch_sharding)
-  images, labels = pipeline.load_split(train_source, config.data.num_threads)
-  dataset = device_dataset.DeviceDataset(images, labels, mesh)
-  del images, labels
-  indices = order(device_dataset.IndexSource(len(train_source)))
-  return (dataset.batch(b["index"]) for b in _device_batches(indices, batch_sharding))
+      process_count=jax.process_count(), num_threads=config.data.num_threads,
+      num_workers=config.data.num_workers)
+  return _DevicePrefetch(batches, sharding.batch_sharded(mesh))
 
+
+# ---------------------------------------------------------------------------- the training loop
 
 def resume_step(meta: dict, config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   """The checkpoint's step when the global batch is unchanged (the data position then follows
   exactly, whatever the process count); else the start of its current epoch, with a warning."""
-  saved_batch = meta.get("batch_size", config.batch_size)  # Older checkpoints did not record it.
-  if saved_batch == config.batch_size:
+  if meta["batch_size"] == config.batch_size:
     return int(meta["step"])
   step = int(meta["epoch"]) * steps_per_epoch
   logging.warning("the checkpoint (step %d) was trained with global batch %d, this run uses %d: "
                   "its data position cannot be continued exactly; resuming from the start of epoch "
-                  "%d (step %d)", meta["step"], saved_batch, config.batch_size,
+                  "%d (step %d)", meta["step"], meta["batch_size"], config.batch_size,
                   int(meta["epoch"]) + 1, step)
   return step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  workdir = pathlib.Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
-  is_main = jax.process_index() == 0
-  if is_main:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+class _StopSignals:
+  """Turns SIGINT / SIGTERM into a request the loop answers at its next step boundary."""
 
-  mesh = make_mesh()
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, start_step: int) -> None:
+  """WORKDIR/config.json; a different earlier one (what checkpoints up to start_step were
+  trained with) is kept as config.until-step-N.json."""
+  path = workdir / config_lib.CONFIG_FILE
+  text = config.to_json_best_effort(indent=2)
+  if path.exists() and path.read_text() != text and start_step > 0:
+    os.replace(path, workdir / f"config.until-step-{start_step}.json")
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib.Experiment, *,
+          mesh, validate: Callable[[dict], dict]) -> dict:
+  """Trains (or resumes) in `workdir`; returns {'step', 'resumed_from'}.
+
+  `validate(variables)` -> {'loss', 'accuracy'} is called at each epoch end (minijax.evaluate).
+  Raises Diverged at the first log point that sees a non-finite loss or gradient norm (nothing
+  after the last good checkpoint is saved), Stopped after saving on SIGINT / SIGTERM.
+  """
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  is_main = jax.process_index() == 0
   train_source = pipeline.get_source(config.data, "train")
-  val_images, val_labels = pipeline.load_split(pipeline.get_source(config.data, "val"),
-                                               config.data.num_threads)
   steps_per_epoch = len(train_source) // config.batch_size
   if steps_per_epoch < 1:
-    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {len(train_source)} "
-                     "training examples")
+    raise config_lib.ConfigError("batch_size", config.batch_size,
+                                 f"exceeds the {len(train_source)} training examples")
   num_steps = steps_per_epoch * config.num_epochs
 
-  model = models.create_model(config.model, config.data.num_classes)
-  rng = jax.random.key(config.seed)
-  init_rng, train_rng = jax.random.split(rng)
-  state = create_train_state(model, config, mesh, init_rng, steps_per_epoch)
-
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(experiment, experiment.optimizer(steps_per_epoch), mesh, init_rng)
+  workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpointing.make_manager(workdir, config.checkpoint_keep_best)
+  resumed_from = None
   if manager.latest_step() is not None:
-    variables, opt_state, meta = checkpointing.restore(manager, manager.latest_step(),
-                                                       state.variables, state.opt_state)
-    state = state.replace(step=jnp.asarray(resume_step(meta, config, steps_per_epoch), jnp.int32),
-                          params=variables["params"],
-                          batch_stats=variables["batch_stats"], opt_state=opt_state)
-    state = recipe.checkpoint_view(state)  # With EMA: back to raw params (see minijax.recipe).
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    step, restored = checkpointing.restore_latest_good(
+        manager, state.variables, state.opt_state, state.ema_params)
+    start = resume_step(restored["meta"], config, steps_per_epoch)
+    state = jax.device_put(state.replace(
+        step=jnp.asarray(start, jnp.int32), params=restored["variables"]["params"],
+        batch_stats=restored["variables"]["batch_stats"], opt_state=restored["opt_state"],
+        ema_params=restored["ema_params"]), sharding.replicated(mesh))
+    resumed_from = step
     if is_main:
-      print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) in {workdir}")
+      print(f"resumed from step {step} (epoch {restored['meta']['epoch']}) in {workdir}",
+            flush=True)
   start_step = int(state.step)
-  state = state.replace(teacher=recipe.load_teacher(config, mesh))
+  frozen = experiment.load_frozen(mesh)
+  feed = make_feed(config, train_source, mesh, start_step, num_steps)
+  if is_main:
+    write_config(workdir, config, start_step)
 
-  writer = metric_writers.MetricWriter(workdir, enabled=is_main)
-  step_fn = jax.jit(functools.partial(train_step, model=model, config=config),
-                    donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
-  evaluator = evaluate.Evaluator(model, config, mesh)
+  step_fn = step_function(experiment)
+  replicated = sharding.replicated(mesh)
+  if isinstance(feed, OnDeviceFeed):
+    chunk_fn = jax.jit(functools.partial(scan_steps, step_fn=step_fn,
+                                         batch_sharding=sharding.batch_sharded(mesh)),
+                       donate_argnums=0, out_shardings=(replicated, replicated))
+  else:
+    single_fn = jax.jit(step_fn, donate_argnums=0, out_shardings=(replicated, replicated))
 
-  batches = device_train_batches(config, train_source, mesh, start_step, num_steps)
-  progress = metric_writers.Progress(num_steps, start_step, enabled=is_main and config.progress_bar)
-  pending, window_start, window_step = [], time.perf_counter(), start_step
-  for step, batch in enumerate(batches, start=start_step + 1):
-    state, metrics = step_fn(state, batch, train_rng)
-    pending.append(metrics)  # Device arrays: no host sync until the next log point.
-    if step % config.log_every_steps == 0 or step % steps_per_epoch == 0 or step == num_steps:
-      summary = {k: float(v) for k, v in
-                 jax.tree.map(lambda *xs: np.mean(xs), *jax.device_get(pending)).items()}
-      elapsed = time.perf_counter() - window_start
-      summary["images_per_second"] = (step - window_step) * config.batch_size / elapsed
-      summary["eta_seconds"] = (num_steps - step) * elapsed / (step - window_step)
-      writer.write("train", step, summary)
-      progress.update(step, summary)
-      pending, window_start, window_step = [], time.perf_counter(), step
-    if step % steps_per_epoch == 0:
-      epoch = step // steps_per_epoch
-      view = recipe.checkpoint_view(state)  # With EMA: EMA weights are validated and saved.
-      val = evaluator.evaluate(view.variables, val_images, val_labels,
-                               config.input.train_channels)
-      val_summary = {"loss": val["loss"], "accuracy": val["accuracy"], "epoch": epoch}
-      writer.write("val", step, val_summary)
-      if is_main:  # tqdm.write prints even from a disabled bar.
-        progress.message(f"epoch {epoch}/{config.num_epochs}: val loss {val['loss']:.4f} "
-                         f"acc {val['accuracy']:.4f}")
-      checkpointing.save(manager, step, view.variables, view.opt_state,
-                         {"step": step, "epoch": epoch, "val_loss": val["loss"],
-                          "val_accuracy": val["accuracy"], "batch_size": config.batch_size},
-                         val["loss"])
-      window_start = time.perf_counter()  # Validation time is not training throughput.
-  progress.close()
-  writer.close()
-  manager.close()
-  return evaluate.evaluate_workdir(config, workdir, model=model, mesh=mesh)
+  loop = _Loop(config, workdir, manager, validate, steps_per_epoch, num_steps, start_step, is_main)
+  width = max(1, config.steps_per_call)
+  step = start_step
+  try:
+    with _StopSignals() as stop:
+      while step < num_steps:
+        stop_at = loop.next_event(step, width)
+        if isinstance(feed, OnDeviceFeed):
+          indices, active = feed.indices(step, stop_at, width)
+          state, chunk_metrics = chunk_fn(state, feed.dataset.images, feed.dataset.labels,
+                                          indices, active, train_rng, frozen)
+          loop.pending.append((chunk_metrics, stop_at - step))
+        else:
+          for _ in range(step, stop_at):
+            state, step_metrics = single_fn(state, next(feed), train_rng, frozen)
+            loop.pending.append((step_metrics, 1))
+        step = stop_at
+        loop.after(step, state)
+        if stop.signum is not None:
+          loop.save(step, state, val=None)
+          raise Stopped(step, stop.signum)
+  finally:
+    if not isinstance(feed, OnDeviceFeed):
+      feed.close()
+    loop.close()
+    manager.close()
+  return {"step": step, "resumed_from": resumed_from}
+
+
+class _Loop:
+  """The loop's periodic work at step boundaries: logging, divergence checks, validation and
+  checkpoints. pending holds (device metrics of shape (k,), number of real steps) until a log
+  point, the only place the host waits for the device."""
+
+  def __init__(self, config, workdir, manager, validate, steps_per_epoch, num_steps, start_step,
+               is_main):
+    self.config, self.manager, self.validate = config, manager, validate
+    self.steps_per_epoch, self.num_steps = steps_per_epoch, num_steps
+    self.is_main = is_main
+    self.writer = metrics.MetricWriter(workdir, enabled=is_main, start_step=start_step)
+    self.progress = metrics.Progress(num_steps, start_step,
+                                     enabled=is_main and config.progress_bar)
+    self.pending: list = []
+    self.window_start, self.window_step = time.perf_counter(), start_step
+    self.checked_step = start_step
+
+  def _every(self) -> tuple[int, ...]:
+    every = (self.config.log_every_steps, self.steps_per_epoch)
+    return every + ((self.config.checkpoint_every_steps,)
+                    if self.config.checkpoint_every_steps > 0 else ())
+
+  def next_event(self, step: int, width: int) -> int:
+    """The end of the next chunk: at most `width` steps, cut at the next log, epoch or
+    checkpoint step."""
+    stop = min(step + width, self.num_steps)
+    for every in self._every():
+      stop = min(stop, (step // every + 1) * every)
+    return stop
+
+  def after(self, step: int, state) -> None:
+    epoch_end = step % self.steps_per_epoch == 0
+    if step % self.config.log_every_steps == 0 or epoch_end or step == self.num_steps:
+      self.log(step)
+    if epoch_end:
+      self.end_epoch(step, state)
+    elif (self.config.checkpoint_every_steps > 0
+          and step % self.config.checkpoint_every_steps == 0):
+      self.save(step, state, val=None)
+
+  def flush(self) -> dict | None:
+    """Fetches the pending metrics (a host sync), checks them; the window's means or None."""
+    if not self.pending:
+      return None
+    fetched = jax.device_get([m for m, _ in self.pending])
+    per_step = {k: np.concatenate([np.reshape(m[k], -1)[:n]
+                                   for m, (_, n) in zip(fetched, self.pending)])
+                for k in fetched[0]}
+    first = self.checked_step + 1
+    bad = ~(np.isfinite(per_step["loss"]) & np.isfinite(per_step["grad_norm"]))
+    if bad.any():
+      at = first + int(np.argmax(bad))
+      raise Diverged(f"training diverged: non-finite loss or gradient norm at step {at} "
+                     f"(loss {per_step['loss'][at - first]}, gradient norm "
+                     f"{per_step['grad_norm'][at - first]}); nothing after the last good "
+                     "checkpoint was saved. Lower config.optimizer.learning_rate and rerun "
+                     "(training resumes from that checkpoint)")
+    self.checked_step += len(per_step["loss"])
+    self.pending = []
+    return {k: float(np.mean(v)) for k, v in per_step.items()}
+
+  def log(self, step: int) -> None:
+    summary = self.flush()
+    if summary is None:
+      return
+    elapsed = time.perf_counter() - self.window_start
+    summary["images_per_second"] = (step - self.window_step) * self.config.batch_size / elapsed
+    summary["eta_seconds"] = (self.num_steps - step) * elapsed / (step - self.window_step)
+    self.writer.write("train", step, summary)
+    self.progress.update(step, summary)
+    self.window_start, self.window_step = time.perf_counter(), step
+
+  def end_epoch(self, step: int, state) -> None:
+    epoch = step // self.steps_per_epoch
+    val = self.validate(state.evaluated_variables)
+    self.writer.write("val", step, {"loss": val["loss"], "accuracy": val["accuracy"],
+                                    "epoch": epoch})
+    if self.is_main:  # tqdm.write prints even from a disabled bar.
+      self.progress.message(f"epoch {epoch}/{self.config.num_epochs}: val loss "
+                            f"{val['loss']:.4f} acc {val['accuracy']:.4f}")
+    if not np.isfinite(val["loss"]):
+      raise Diverged(f"training diverged: validation loss {val['loss']} at step {step} (epoch "
+                     f"{epoch}); this checkpoint was not saved")
+    self.save(step, state, val=val)
+    self.window_start = time.perf_counter()  # Validation time is not training throughput.
+
+  def save(self, step: int, state, val: dict | None) -> None:
+    self.flush()  # Never save weights of a diverged run.
+    meta = {"step": step, "epoch": step // self.steps_per_epoch,
+            "batch_size": self.config.batch_size,
+            "weights": "ema" if state.ema_params is not None else "raw"}
+    if val is not None:
+      meta.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+    checkpointing.save(self.manager, step, state.variables, state.opt_state, meta,
+                       None if val is None else val["loss"], ema_params=state.ema_params)
+
+  def close(self) -> None:
+    self.progress.close()
+    self.writer.close()

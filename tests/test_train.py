@@ -10,34 +10,32 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import cli_overrides, tiny_config
-from minijax import checkpointing, metric_writers, models, train
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO, cli_overrides, tiny_config
+from minijax import checkpointing, evaluate, experiment, main, metrics, report, sharding, train
 
 
 def _train_losses(workdir):
-  return [r["loss"] for r in metric_writers.read_metrics(workdir) if r["split"] == "train"]
+  return [r["loss"] for r in metrics.read_metrics(workdir) if r["split"] == "train"]
 
 
 def _latest_variables(workdir, config):
-  mesh = train.make_mesh()
-  model = models.create_model(config.model, config.data.num_classes)
-  state = train.create_train_state(model, config, mesh, jax.random.key(0))
+  mesh = sharding.make_mesh()
+  exp = experiment.build(config)
+  state = train.create_train_state(exp, exp.optimizer(6), mesh, jax.random.key(0))
   manager = checkpointing.make_manager(workdir)
-  variables, opt_state, meta = checkpointing.restore(manager, manager.latest_step(),
-                                                     state.variables, state.opt_state)
+  restored = checkpointing.restore(manager, manager.latest_step(), state.variables,
+                                   state.opt_state)
   manager.close()
-  return variables, opt_state, meta
+  return restored["variables"], restored["opt_state"], restored["meta"]
 
 
 def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
   config = tiny_config(num_epochs=4, **{"data.image_size": 32})
-  results = train.train_and_evaluate(config, tmp_path)
+  results = main.run_experiment(config, tmp_path)
   losses = _train_losses(tmp_path)
   assert len(losses) == 4 * 6  # 48 images / batch 8 = 6 steps per epoch
   assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:3])
-  assert [row["channels"] for row in results["channels"]] == list(config.eval.channel_subsets)
+  assert [row["channels"] for row in results["channels"]] == ["RGB", "RG", "RB", "GB", "R", "G", "B"]
   for name in ("channel_accuracy.csv", "channel_accuracy.md", "results.json", "curves.png",
                "channel_accuracy.png", "confusion_RGB.csv", "confusion_RGB.png",
                "per_class_RGB.csv"):
@@ -45,13 +43,12 @@ def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
   confusion = np.loadtxt(tmp_path / "report" / "confusion_RGB.csv", delimiter=",")
   assert confusion.shape == (4, 4) and confusion.sum() == 16
   assert list((tmp_path / "tensorboard").iterdir())
-  val = [r for r in metric_writers.read_metrics(tmp_path) if r["split"] == "val"]
+  val = [r for r in metrics.read_metrics(tmp_path) if r["split"] == "val"]
   assert [r["epoch"] for r in val] == [1, 2, 3, 4]
   # --mode=evaluate on the finished workdir reproduces the report from the best checkpoint.
-  from minijax import evaluate
   (tmp_path / "report" / "results.json").unlink()
-  again = evaluate.evaluate_workdir(config, tmp_path)
-  assert again == results
+  again = main.run_experiment(config, tmp_path, mode="evaluate")
+  assert report.results_json(again) == report.results_json(results)
   assert (tmp_path / "report" / "results.json").exists()
 
 
@@ -59,18 +56,11 @@ def test_checkpoints_keep_best_and_latest(tmp_path, monkeypatch):
   config = tiny_config(num_epochs=3)
   # Make validation loss rise after the first epoch so best (epoch 1) != latest (epoch 3).
   fake_losses = iter([1.0, 2.0, 3.0])
-  from minijax import evaluate
-  real_evaluate = evaluate.Evaluator.evaluate
-
-  def fake_evaluate(self, variables, images, labels, subset):
-    result = real_evaluate(self, variables, images, labels, subset)
-    if len(images) == 16 and not getattr(self, "_final", False):
-      result["loss"] = next(fake_losses, result["loss"])
-    return result
-
-  monkeypatch.setattr(evaluate.Evaluator, "evaluate", fake_evaluate)
-  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: None)
-  train.train_and_evaluate(config, tmp_path)
+  mesh = sharding.make_mesh()
+  exp = experiment.build(config)
+  validate = evaluate.make_validator(config, exp, mesh)
+  train.train(config, tmp_path, exp, mesh=mesh,
+              validate=lambda variables: dict(validate(variables), loss=next(fake_losses)))
   manager = checkpointing.make_manager(tmp_path)
   assert manager.all_steps() == [6, 18]
   assert manager.best_step() == 6 and manager.latest_step() == 18
@@ -80,10 +70,10 @@ def test_checkpoints_keep_best_and_latest(tmp_path, monkeypatch):
 
 def test_resumed_run_ends_with_the_same_parameters(tmp_path):
   straight = tiny_config(num_epochs=2)
-  train.train_and_evaluate(straight, tmp_path / "straight")
+  main.run_experiment(straight, tmp_path / "straight")
   # "Interrupted" after one epoch: the same command with 2 epochs then resumes from the latest.
-  train.train_and_evaluate(tiny_config(num_epochs=1), tmp_path / "resumed")
-  train.train_and_evaluate(straight, tmp_path / "resumed")
+  main.run_experiment(tiny_config(num_epochs=1), tmp_path / "resumed")
+  main.run_experiment(straight, tmp_path / "resumed")
   a_vars, a_opt, a_meta = _latest_variables(tmp_path / "straight", straight)
   b_vars, b_opt, b_meta = _latest_variables(tmp_path / "resumed", straight)
   assert a_meta["step"] == b_meta["step"] == 12
@@ -142,5 +132,5 @@ def test_missing_dataset_fails_within_seconds_saying_where(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode != 0
   assert str(tmp_path / "nowhere") in result.stderr
-  assert "train.txt" in result.stderr and "minijax.prepare" in result.stderr
+  assert "train.txt" in result.stderr and "minijax.tools.prepare" in result.stderr
   assert time.monotonic() - start < 30

@@ -19,7 +19,7 @@ PathLike = Union[str, os.PathLike]
 SPLIT_FILES = {"train": ("train.txt",), "val": ("val.txt", "validation.txt"), "test": ("test.txt",)}
 
 PREPARE_HINT = (
-    "To get the data: run `python -m minijax.prepare --source=/path/to/images.zip` on the "
+    "To get the data: run `python -m minijax.tools.prepare --source=/path/to/images.zip` on the "
     "ImageNet-mini images.zip, or use the embedded synthetic dataset with the ':demo' config arg.")
 
 _LABEL_RE = re.compile(r"-?[0-9]+")  # int() alone would accept '+3', '1_0' and non-ASCII digits.

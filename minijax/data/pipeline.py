@@ -35,6 +35,12 @@ def get_source(data_config, split: str):
   raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset")
 
 
+def check_splits(data_config, splits) -> None:
+  """Opens every named split once, so that a missing or bad one fails before training starts."""
+  for split in dict.fromkeys(splits):
+    get_source(data_config, split)
+
+
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
                   num_threads: int = 8, num_workers: int = 0) -> Iterator[dict]:

@@ -46,13 +46,16 @@ class ComplexCNN(nn.Module):
   num_classes: int = 50
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
-  stem: Any = None  # Replaces conv1 (minijax.models.channel_adaptive); gets the channel kwargs.
+  # A first-layer factory replacing conv1 (a Task 1 stem): called with conv1's geometry, and its
+  # module then gets __call__'s extra keyword arguments (e.g. channel ids).
+  stem: Any = None
 
   @nn.compact
   def __call__(self, x, train: bool = False, **channels):
     x = x.astype(self.dtype)
     if self.stem is not None:
-      x = self.stem(x, **channels)
+      x = self.stem(features=64, kernel_size=3, strides=1, padding=1, use_bias=True,
+                    dtype=self.dtype, name="stem")(x, **channels)
     else:
       x = nn.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1")(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))

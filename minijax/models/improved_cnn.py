@@ -13,8 +13,9 @@ class ImprovedCNN(nn.Module):
   num_classes: int = 50
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
-  # Replaces the first conv (minijax.models.channel_adaptive); gets the channel kwargs. The
-  # remaining convs are then auto-named Conv_0, Conv_1.
+  # A first-layer factory replacing the first conv (a Task 1 stem): called with that conv's
+  # geometry, its module then gets __call__'s extra keyword arguments. The remaining convs are then
+  # auto-named Conv_0, Conv_1.
   stem: Any = None
 
   @nn.compact
@@ -22,7 +23,8 @@ class ImprovedCNN(nn.Module):
     x = x.astype(self.dtype)
     for width in (32, 64, 128):
       if width == 32 and self.stem is not None:
-        x = self.stem(x, **channels)
+        x = self.stem(features=width, kernel_size=3, strides=1, padding=1, use_bias=True,
+                      dtype=self.dtype, name="stem")(x, **channels)
       else:
         x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
       x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))

@@ -37,13 +37,16 @@ class ResNet(nn.Module):
   num_classes: int = 50
   width: int = 64
   dtype: Any = jnp.float32
-  stem: Any = None  # Replaces conv1 (minijax.models.channel_adaptive); gets the channel kwargs.
+  # A first-layer factory replacing conv1 (a Task 1 stem): called with conv1's geometry, and its
+  # module then gets __call__'s extra keyword arguments (e.g. channel ids).
+  stem: Any = None
 
   @nn.compact
   def __call__(self, x, train: bool = False, **channels):
     x = x.astype(self.dtype)
     if self.stem is not None:
-      x = self.stem(x, **channels)
+      x = self.stem(features=self.width, kernel_size=7, strides=2, padding=3, use_bias=False,
+                    dtype=self.dtype, name="stem")(x, **channels)
     else:
       x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
                   dtype=self.dtype, name="conv1")(x)

@@ -233,7 +233,7 @@ def load_torch_checkpoint(path) -> Mapping[str, Any]:
 def variables_template(model_name: str, image_size: int, num_classes: int, in_channels: int = 3):
   """Builds the model and the abstract shapes of its variables (no parameters are allocated)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
-  from minijax.models import create_model  # pylint: disable=import-outside-toplevel
+  from minijax.models import create as create_model  # pylint: disable=import-outside-toplevel
 
   model = create_model(ml_collections.ConfigDict({"name": model_name, "dtype": "float32"}),
                        num_classes)

@@ -19,12 +19,11 @@ The per-example kernel sum_k pi_k W_k is applied as one ordinary conv of [pi_1 x
 with [W_1; ...; W_K] (K*C input channels): K times a static stem's FLOPs, no grouped conv.
 
 `kernels(ids)` (all K generated kernels) depends only on the channel set; pass its result back as
-`kernels=` to skip the generation at inference. minijax.task1_report measures it: generation is
-C*D*K*kh*kw*F multiply-adds per call, under 0.4% of ComplexCNN's FLOPs at batch 1 and nothing
-measurable at batch 100, so caching is optional. With attention=False a single kernel is generated
-and the layer is fully static per channel set.
+`kernels=` to skip the generation at inference (generation is C*D*K*kh*kw*F multiply-adds per
+call; minijax.projects.task1.report measures what caching saves). With attention=False a single
+kernel is generated and the layer is fully static per channel set.
 """
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,32 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from minijax.channels import channel_ids, parse_names
+
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-
-
-def parse_channel_names(spec: str | Sequence[str]) -> tuple[str, ...]:
-  """'RGB' -> ('R', 'G', 'B'); 'R,G,B,NIR' -> ('R', 'G', 'B', 'NIR'); a sequence is kept as is."""
-  if isinstance(spec, str):
-    names = tuple(n.strip() for n in spec.split(",")) if "," in spec else tuple(spec)
-  else:
-    names = tuple(str(n) for n in spec)
-  if not names or any(not n for n in names):
-    raise ValueError(f"channel names {spec!r}: need one or more non-empty names")
-  repeated = sorted({n for n in names if names.count(n) > 1})
-  if repeated:
-    raise ValueError(f"channel names {spec!r}: {repeated} repeated")
-  return names
-
-
-def channel_ids(channels: str | Sequence[str], channel_names: str | Sequence[str]) -> np.ndarray:
-  """Input channels' names, in input order ('GB', ('G', 'NIR')) -> int32 ids into channel_names."""
-  known = parse_channel_names(channel_names)
-  ids = []
-  for name in parse_channel_names(channels):
-    if name not in known:
-      raise ValueError(f"unknown channel {name!r} in {channels!r}; known channels: {known}")
-    ids.append(known.index(name))
-  return np.asarray(ids, np.int32)
 
 
 class DynamicConvStem(nn.Module):
@@ -73,14 +49,14 @@ class DynamicConvStem(nn.Module):
   channel_names: str = "RGB"       # The vocabulary: one embedding per name ('RGB', 'R,G,B,NIR').
   input_channels: str = ""         # What an input without channel_ids holds; '' = channel_names.
   num_kernels: int = 4             # K; generated kernels mixed by the attention.
-  embed_dim: int = 8               # D; width of the channel embeddings (8 beat 32 on Task 1).
+  embed_dim: int = 8               # D; width of the channel embeddings.
   attention: bool = True           # False: one kernel per channel set, no input dependence.
   attention_hidden: int = 32
   temperature: float = 1.0
   dtype: Any = jnp.float32
 
   def setup(self):
-    names = parse_channel_names(self.channel_names)
+    names = parse_names(self.channel_names)
     k, size, width = self._num_generated(), self.kernel_size, self.features
     self.embedding = nn.Embed(len(names), self.embed_dim,
                               embedding_init=nn.initializers.normal(1.0), name="embedding")
@@ -91,9 +67,7 @@ class DynamicConvStem(nn.Module):
     # and training learns what differs between channels. A is stored D times larger and its
     # product scaled by 1/D (an equalised learning rate): with a plain linear generator Adam's
     # ~lr-sized steps on all D weights add up and move a kernel entry ~D times faster than an
-    # ordinary conv weight. On ':demo,subsets,attn=0' (6 epochs) test RGB / single channels went
-    # 62.5 / 18-30% (plain generator) -> 70 / 20-37% (equalised) -> 56.5 / 50-58% (and shared
-    # init; still climbing at 6 epochs, 93.5 / 88-92% at 15).
+    # ordinary conv weight (the ablation is in minijax/projects/task1/README.md).
     base_std = (size * size) ** -0.5
     self.generator_kernel = self.param(
         "generator_kernel", nn.initializers.normal(0.1 * base_std * self.embed_dim ** 0.5),
@@ -111,9 +85,9 @@ class DynamicConvStem(nn.Module):
 
   def resolve_ids(self, num_channels: int, ids=None):
     """Input-channel ids from names, ints or an int array, checked against the input's channels."""
-    names = parse_channel_names(self.channel_names)
+    names = parse_names(self.channel_names)
     if ids is None:
-      default = parse_channel_names(self.input_channels or self.channel_names)
+      default = parse_names(self.input_channels or self.channel_names)
       if num_channels != len(default):
         raise ValueError(
             f"the input has {num_channels} channels but no channel_ids: pass channel_ids (names "

@@ -1,0 +1,313 @@
+"""The config schema: every core field with its default (defined here only), the config-arg
+parser, presets, validation, and reading a workdir's config back.
+
+configs/*.py build their experiment from `base_config()` plus a preset and `parse_arg(arg, ...)`;
+projects (minijax/projects/*) add their own fields in their config.py. `validate` checks every
+core field before any data is read or anything is compiled and names the first bad key.
+"""
+import json
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from minijax import channels
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATASETS = ("imagelist", "synthetic", "tfds")
+DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine")
+INTERPOLATIONS = ("nearest", "bilinear")
+CONFIG_FILE = "config.json"
+
+
+class ConfigError(ValueError):
+  """A bad config value: the message names the key, the value and why."""
+
+  def __init__(self, key: str, value: Any, why: str):
+    super().__init__(f"config.{key}={value!r}: {why}")
+    self.key = key
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The seed's recipe on ImageNet-mini: Adam 1e-3, batch 64, 25 epochs, 256x256, flip + rot 10."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.project = ""  # "" (core), "task1" or "task2": which project builds the experiment.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "imagelist"
+  config.data.root = ""  # Folder with train.txt, val.txt (or validation.txt), test.txt, images/.
+  config.data.image_size = 256
+  config.data.num_classes = 50
+  config.data.channels = "R,G,B"  # The dataset's channel names, in storage order.
+  config.data.num_threads = 8   # Reader threads (PIL decoding releases the GIL).
+  config.data.num_workers = 0   # >0: grain worker processes for the train stream.
+  # Hold the decoded train split on the accelerator and gather batches there: "auto" when it takes
+  # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
+  config.data.on_device = "auto"
+  config.data.device_memory_fraction = 0.5
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      num_classes=10, train_per_class=120, val_per_class=20, test_per_class=20, seed=0,
+      min_size=40, max_size=96))
+  # name "tfds": a dataset prepared by `python -m minijax.tools.prepare` (decoded pixels).
+  config.data.tfds_name = "imagenet_mini/256px"
+  config.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  # The TFDS split string read for each of the trainer's splits, e.g. train="train[:10%]".
+  config.data.tfds_splits = ml_collections.ConfigDict(dict(train="train", val="val", test="test"))
+
+  # On-device preprocessing and augmentation (minijax.data.augment), inside the jitted step.
+  config.input = ml_collections.ConfigDict()
+  config.input.mean = IMAGENET_MEAN  # One value per channel of data.channels.
+  config.input.std = IMAGENET_STD
+  config.input.flip = True
+  config.input.rotation_degrees = 10.0
+  config.input.rotation_interpolation = "bilinear"  # Or "nearest" (torchvision's default).
+  config.input.train_channels = "RGB"  # A naive model trained on a subset, e.g. "RG".
+  config.input.random_resized_crop = False
+  config.input.crop_scale = (0.25, 1.0)    # Area fraction of the crop box.
+  config.input.crop_ratio = (0.75, 4 / 3)  # Aspect ratio (w / h) of the crop box.
+  config.input.mixup_alpha = 0.0           # > 0: mixup with Beta(alpha, alpha).
+  config.input.cutmix_alpha = 0.0          # > 0: cutmix; with mixup on too, 50/50 per batch.
+  config.input.mix_prob = 1.0              # Probability that a batch is mixed.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "complexcnn"
+  config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"           # Or "adamw" (decoupled weight decay).
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.weight_decay = 0.0      # adamw only: decay of conv/dense kernels.
+  config.optimizer.schedule = "constant"   # Or "warmup_cosine".
+  config.optimizer.warmup_epochs = 0.0     # warmup_cosine: linear warmup from 0, in epochs.
+  config.optimizer.end_lr_ratio = 0.0      # warmup_cosine: final lr / learning_rate.
+  config.ema_decay = 0.0  # > 0: an EMA of the weights is validated, checkpointed and reported.
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.label_smoothing = 0.0
+
+  config.batch_size = 64  # Global, over all devices and processes.
+  config.num_epochs = 25
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 0  # > 0: also checkpoint every N steps (epoch ends always).
+  config.checkpoint_keep_best = 1
+  # Split held on the device: train steps per jit call (lax.scan), cut at log/epoch/checkpoint
+  # steps. More steps per call amortise the dispatch of the train state.
+  config.steps_per_call = 1
+  config.progress_bar = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = "test"
+  config.eval.batch_size = 64
+  config.eval.channel_subsets = ()  # Empty: every non-empty subset of data.channels.
+  return config
+
+
+def parse_arg(arg: str | None, *, positional: str | None = None, **spec) -> ml_collections.ConfigDict:
+  """The config arg after ':' as typed fields: parse_arg('demo,k=8', demo=False, k=4).
+
+  A bare token sets a bool field to True; `key=value` parses value as the default's type (bool:
+  1/0/true/false). With `positional`, a bare first token that is not a bool field sets that field
+  (e.g. 'rep4net,cpu' with positional='model'). Unknown or mistyped tokens raise ValueError.
+  """
+  parsed = dict(spec)
+  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
+  for position, token in enumerate(tokens):
+    key, has_value, text = token.partition("=")
+    if not has_value:
+      if isinstance(spec.get(key), bool):
+        parsed[key] = True
+        continue
+      if positional is not None and position == 0:
+        key, text = positional, token
+      else:
+        raise ValueError(f"unknown config arg {token!r}; known: {_describe(spec)}")
+    if key not in spec:
+      raise ValueError(f"unknown config arg {key!r} in {arg!r}; known: {_describe(spec)}")
+    parsed[key] = _parse_value(key, text, spec[key])
+  return ml_collections.ConfigDict(parsed)
+
+
+def _describe(spec: dict) -> str:
+  return ", ".join(k if isinstance(v, bool) else f"{k}={v!r}" for k, v in spec.items())
+
+
+def _parse_value(key: str, text: str, default):
+  if isinstance(default, bool):
+    if text.lower() in ("1", "true", "yes"):
+      return True
+    if text.lower() in ("0", "false", "no"):
+      return False
+    raise ValueError(f"config arg {key}={text!r}: expected true/false (or 1/0)")
+  try:
+    return type(default)(text) if isinstance(default, (int, float)) else text
+  except ValueError:
+    raise ValueError(f"config arg {key}={text!r}: expected {type(default).__name__}") from None
+
+
+def use_demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The embedded synthetic dataset at 32x32, small batches, 6 epochs: minutes on a CPU."""
+  config.data.name = "synthetic"
+  config.data.num_classes = config.data.synthetic.num_classes
+  config.data.image_size = 32
+  config.batch_size = 32
+  config.eval.batch_size = 100
+  config.num_epochs = 6
+  config.log_every_steps = 10
+  return config
+
+
+FASHION_MNIST_MEAN = (0.2860,) * 3  # Gray replicated to 3 channels: one statistic per channel.
+FASHION_MNIST_STD = (0.3530,) * 3
+
+
+def use_fashion_mnist(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fashion-MNIST prepared by `python -m minijax.tools.prepare --fashion_mnist` (28x28)."""
+  config.data.name = "tfds"
+  config.data.tfds_name = "fashion_mnist_idx/28px"
+  config.data.image_size = 28
+  config.data.num_classes = 10
+  config.input.mean = FASHION_MNIST_MEAN
+  config.input.std = FASHION_MNIST_STD
+  config.input.flip = True  # Clothes are left-right symmetric; upright, so no rotation.
+  config.input.rotation_degrees = 0.0
+  config.batch_size = 128
+  config.eval.batch_size = 500
+  return config
+
+
+def eval_subsets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The channel subsets to evaluate: config.eval.channel_subsets, or all of data.channels'."""
+  return tuple(config.eval.channel_subsets) or channels.all_subsets(config.data.channels)
+
+
+def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
+  """Checks the core fields, naming the key of the first bad one (ConfigError)."""
+  data, inputs, opt = config.data, config.input, config.optimizer
+  _choice("data.name", data.name, DATASETS)
+  _choice("data.on_device", data.on_device, ("auto", "yes", "no"))
+  _choice("model.dtype", config.model.dtype, DTYPES)
+  _choice("optimizer.name", opt.name, OPTIMIZERS)
+  _choice("optimizer.schedule", opt.schedule, SCHEDULES)
+  _choice("input.rotation_interpolation", inputs.rotation_interpolation, INTERPOLATIONS)
+  _choice("eval.split", config.eval.split, ("val", "test"))
+  if not 0 < data.device_memory_fraction <= 1:
+    raise ConfigError("data.device_memory_fraction", data.device_memory_fraction,
+                      "must be in (0, 1]")
+  if data.name == "imagelist" and not data.root:
+    raise ConfigError("data.root", data.root,
+                      "set --config.data.root=/path/to/imagenet-mini (with train.txt, val.txt, "
+                      "test.txt), or use the embedded synthetic dataset with the ':demo' config arg")
+  if data.name == "synthetic" and data.num_classes != data.synthetic.num_classes:
+    raise ConfigError("data.num_classes", data.num_classes,
+                      f"must equal data.synthetic.num_classes={data.synthetic.num_classes}")
+  for key in ("data.image_size", "data.num_classes", "batch_size", "eval.batch_size",
+              "num_epochs", "log_every_steps", "checkpoint_keep_best", "steps_per_call"):
+    value = _get(config, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ConfigError(key, value, "must be a positive integer")
+  every = config.checkpoint_every_steps
+  if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+    raise ConfigError("checkpoint_every_steps", every, "must be an integer >= 0 (0 = off)")
+  for key in ("batch_size", "eval.batch_size"):
+    if _get(config, key) % device_count:
+      raise ConfigError(key, _get(config, key), f"must be divisible by the {device_count} devices")
+  try:
+    names = channels.parse_names(data.channels)
+  except ValueError as error:
+    raise ConfigError("data.channels", data.channels, str(error)) from None
+  for key in ("mean", "std"):
+    if len(inputs[key]) != len(names):
+      raise ConfigError(f"input.{key}", inputs[key],
+                        f"needs one value per channel of data.channels={data.channels!r}")
+  if any(s <= 0 for s in inputs.std):
+    raise ConfigError("input.std", inputs.std, "must be positive")
+  if inputs.rotation_degrees < 0:
+    raise ConfigError("input.rotation_degrees", inputs.rotation_degrees, "must be >= 0")
+  for key, subsets in (("input.train_channels", [inputs.train_channels]),
+                       ("eval.channel_subsets", list(config.eval.channel_subsets))):
+    for subset in subsets:
+      try:
+        channels.parse_subset(subset, names)
+      except ValueError as error:
+        raise ConfigError(key, subset, str(error)) from None
+  _validate_augmentation(inputs)
+  _validate_optimizer(config)
+  if not 0 <= config.loss.label_smoothing < 1:
+    raise ConfigError("loss.label_smoothing", config.loss.label_smoothing, "must be in [0, 1)")
+  if not 0 <= config.ema_decay < 1:
+    raise ConfigError("ema_decay", config.ema_decay, "must be in [0, 1) (0 = off)")
+
+
+def _validate_augmentation(inputs) -> None:
+  if len(inputs.crop_scale) != 2 or not 0 < inputs.crop_scale[0] <= inputs.crop_scale[1] <= 1:
+    raise ConfigError("input.crop_scale", tuple(inputs.crop_scale),
+                      "must be (min, max) with 0 < min <= max <= 1")
+  if len(inputs.crop_ratio) != 2 or not 0 < inputs.crop_ratio[0] <= inputs.crop_ratio[1]:
+    raise ConfigError("input.crop_ratio", tuple(inputs.crop_ratio),
+                      "must be (min, max) with 0 < min <= max")
+  for key in ("mixup_alpha", "cutmix_alpha"):
+    if not inputs[key] >= 0:
+      raise ConfigError(f"input.{key}", inputs[key], "must be >= 0 (0 = off)")
+  if not 0 <= inputs.mix_prob <= 1:
+    raise ConfigError("input.mix_prob", inputs.mix_prob, "must be in [0, 1]")
+
+
+def _validate_optimizer(config) -> None:
+  opt = config.optimizer
+  if not opt.learning_rate > 0:
+    raise ConfigError("optimizer.learning_rate", opt.learning_rate, "must be > 0")
+  if not opt.weight_decay >= 0:
+    raise ConfigError("optimizer.weight_decay", opt.weight_decay, "must be >= 0")
+  if opt.weight_decay > 0 and opt.name != "adamw":
+    raise ConfigError("optimizer.weight_decay", opt.weight_decay,
+                      f"needs optimizer.name='adamw' (got {opt.name!r}; Adam's L2 is not "
+                      "decoupled decay)")
+  if not 0 <= opt.warmup_epochs < config.num_epochs:
+    raise ConfigError("optimizer.warmup_epochs", opt.warmup_epochs,
+                      f"must be in [0, num_epochs={config.num_epochs})")
+  if opt.warmup_epochs > 0 and opt.schedule == "constant":
+    raise ConfigError("optimizer.warmup_epochs", opt.warmup_epochs,
+                      "needs optimizer.schedule='warmup_cosine'")
+  if not 0 <= opt.end_lr_ratio <= 1:
+    raise ConfigError("optimizer.end_lr_ratio", opt.end_lr_ratio, "must be in [0, 1]")
+
+
+def _choice(key: str, value, choices) -> None:
+  if value not in choices:
+    raise ConfigError(key, value, f"choose from {tuple(choices)}")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def load_workdir_config(workdir, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json merged onto `base` (fields added since the run keep their defaults)."""
+  path = pathlib.Path(workdir).expanduser() / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"no {CONFIG_FILE} in {path.parent} (not a training workdir?)")
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as error:
+    raise ValueError(f"{path}: not valid JSON ({error})") from None
+  config = ml_collections.ConfigDict(base.to_dict())  # An unlocked copy.
+  _merge(config, saved, "")
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict, prefix: str) -> None:
+  for key, value in saved.items():
+    if key in config and isinstance(config[key], ml_collections.ConfigDict):
+      if isinstance(value, dict):
+        _merge(config[key], value, f"{prefix}{key}.")
+        continue
+    if key in config and isinstance(config[key], tuple) and isinstance(value, list):
+      value = tuple(value)  # JSON has no tuples.
+    config[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value

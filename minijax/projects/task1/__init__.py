@@ -1,0 +1,1 @@
+"""Task 1: one model for any channel subset (channel-adaptive stems, subset training, report)."""

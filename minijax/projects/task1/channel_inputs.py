@@ -1,0 +1,122 @@
+"""What a Task 1 model sees of a channel subset, in training and in evaluation.
+
+`make_inputs(config)` returns (train_inputs, eval_inputs) for the trainer (see
+minijax.experiment.Experiment), each giving (model inputs, keyword arguments of model.apply):
+
+  stem 'conv' (naive)  the 3-channel input the model was built for: config.input.channel_fill
+                       'seed' is the seed's processing (minijax.channels.seed_mapping), 'zero'
+                       keeps the present channels in place and zeroes the others.
+  stem 'adapter'       the seed's 3-channel mapping plus num_channels (stems.ChannelAdapter).
+  stem 'dynamic'       the present channels with their ids, or, when sampling, all channels with
+                       a (C,) channel_mask (dynamic_conv.DynamicConvStem).
+
+Subset training (config.input.subset_training.enabled) draws one subset of
+config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
+subset of that size uniformly (ChannelViT's hierarchical sampling), or with full_fraction >= 0 the
+full set with that probability and the smaller sizes uniformly otherwise. The subsets form a static
+table (masks, and for naive models the source channel and keep flag of each of the 3 inputs); the
+sampled row selects from it, so one compilation serves every subset.
+"""
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minijax import channels
+
+FILLS = ("seed", "zero")
+
+
+def subset_probabilities(subsets, full_fraction: float = -1.0) -> np.ndarray:
+  """Size uniform in 1..C then uniform within the size; full_fraction >= 0 fixes P(full set)."""
+  sizes = np.array([len(s) for s in subsets])
+  full = sizes.max()
+  if full_fraction < 0 or full == 1:
+    size_probs = {size: 1.0 / full for size in range(1, full + 1)}
+  else:
+    size_probs = {size: (1.0 - full_fraction) / (full - 1) for size in range(1, full)}
+    size_probs[full] = full_fraction
+  probs = np.array([size_probs[s] / np.sum(sizes == s) for s in sizes])
+  return probs / probs.sum()
+
+
+def naive_mapping(indices, fill: str, num_data_channels: int) -> tuple[np.ndarray, np.ndarray]:
+  """(source channel, keep flag) of each of a naive model's 3 inputs for channels `indices`."""
+  if fill == "zero":
+    if num_data_channels != channels.MODEL_CHANNELS:
+      raise ValueError("channel_fill='zero' keeps channels in place: it needs a 3-channel dataset")
+    return (np.arange(3, dtype=np.int32),
+            np.isin(np.arange(3), list(indices)).astype(np.float32))
+  return channels.seed_mapping(indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsetTable:
+  subsets: tuple[tuple[int, ...], ...]  # Channel indices of each row.
+  probs: np.ndarray    # (S,)
+  masks: np.ndarray    # (S, C) float32, over the data's channels
+  counts: np.ndarray   # (S,) int32
+  sources: np.ndarray  # (S, 3) int32: naive models' input k = images[..., sources[k]] * keeps[k]
+  keeps: np.ndarray    # (S, 3) float32
+
+
+def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.0,
+               fill: str = "seed") -> SubsetTable:
+  """Every non-empty subset of `train_indices`, largest first."""
+  subsets = tuple(combo for size in range(len(train_indices), 0, -1)
+                  for combo in itertools.combinations(train_indices, size))
+  masks = np.zeros((len(subsets), num_data_channels), np.float32)
+  for row, subset in enumerate(subsets):
+    masks[row, list(subset)] = 1.0
+  mappings = [naive_mapping(s, fill, num_data_channels) for s in subsets]
+  return SubsetTable(subsets=subsets, probs=subset_probabilities(subsets, full_fraction),
+                     masks=masks, counts=np.array([len(s) for s in subsets], np.int32),
+                     sources=np.stack([m[0] for m in mappings]),
+                     keeps=np.stack([m[1] for m in mappings]))
+
+
+def sample_index(rng, table: SubsetTable) -> jax.Array:
+  """One row of the table, drawn on device with the table's probabilities."""
+  return jax.random.categorical(rng, jnp.log(jnp.asarray(table.probs, jnp.float32)))
+
+
+def make_inputs(config):
+  """(train_inputs(rng, images), eval_inputs(subset) -> (images -> inputs)) for config.model.stem."""
+  names = channels.parse_names(config.data.channels)
+  stem, fill = config.model.stem, config.input.channel_fill
+  vocabulary = config.model.stem_options.channel_names
+
+  def static_inputs(indices):
+    """Inputs for a fixed subset of the data's channels."""
+    if stem == "dynamic":
+      ids = channels.channel_ids([names[i] for i in indices], vocabulary)
+      return lambda images: (images[..., tuple(indices)], {"channel_ids": ids})
+    sources, keep = naive_mapping(indices, "seed" if stem == "adapter" else fill, len(names))
+    extra = {"num_channels": len(indices)} if stem == "adapter" else {}
+    return lambda images: (images[..., tuple(sources)] * jnp.asarray(keep, images.dtype), extra)
+
+  def eval_inputs(subset: str):
+    return static_inputs(channels.parse_subset(subset, names))
+
+  train_indices = channels.parse_subset(config.input.train_channels, names)
+  sampling = config.input.subset_training
+  if not sampling.enabled:
+    fixed = static_inputs(train_indices)
+    return (lambda rng, images: fixed(images)), eval_inputs
+
+  table = make_table(train_indices, len(names), sampling.full_fraction,
+                     "seed" if stem == "adapter" else fill)
+  all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
+
+  def train_inputs(rng, images):
+    index = sample_index(rng, table)
+    if stem == "dynamic":
+      return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
+    inputs = (jnp.take(images, jnp.asarray(table.sources)[index], axis=-1)
+              * jnp.asarray(table.keeps)[index])
+    return inputs, ({"num_channels": jnp.asarray(table.counts)[index]} if stem == "adapter"
+                    else {})
+
+  return train_inputs, eval_inputs
