@@ -7,15 +7,30 @@ Each checkpoint holds separate items so that each reader restores only what it n
   meta       json: step, epoch, val metrics, which weights were validated
 The data position is not stored: it is derived from the step (see minijax.data.order), which
 makes resume exact even when the number of processes changes.
+
+Integrity: after each save, process 0 writes the SHA-256 of every file of the checkpoint into
+<step>/minijax_checksums.json; every restore verifies it first, so a truncated, deleted or
+overwritten file is named instead of restoring wrong weights (orbax and TensorStore check
+structure, not content). Resume falls back to the newest checkpoint that verifies; evaluation
+refuses a bad best checkpoint.
 """
+import hashlib
+import json
 import logging
+import os
 import pathlib
 from typing import Any
+
+import jax
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 VAL_LOSS = "val_loss"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is damaged or missing (the message names it)."""
 
 
 def checkpoint_dir(workdir) -> pathlib.Path:
@@ -51,16 +66,75 @@ def save(manager: ocp.CheckpointManager, step: int, variables, opt_state, meta: 
     items["ema"] = ocp.args.StandardSave({"params": ema_params})
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
   manager.wait_until_finished()
+  if jax.process_index() == 0:
+    write_checksums(step_path(manager, step))
+
+
+def step_path(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  return pathlib.Path(str(manager.directory)) / str(step)
 
 
 def has_ema(manager: ocp.CheckpointManager, step: int) -> bool:
-  return (pathlib.Path(str(manager.directory)) / str(step) / "ema").is_dir()
+  return (step_path(manager, step) / "ema").is_dir()
+
+
+CHECKSUMS = "minijax_checksums.json"
+# Orbax may rewrite its own step metadata; what is restored (arrays, meta) is all checksummed.
+_UNCHECKED = (CHECKSUMS, "_CHECKPOINT_METADATA")
+
+
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _files(step_dir: pathlib.Path) -> list[str]:
+  return sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*")
+                if p.is_file() and p.name not in _UNCHECKED)
+
+
+def write_checksums(step_dir: pathlib.Path) -> None:
+  files = {name: {"sha256": _sha256(step_dir / name), "bytes": (step_dir / name).stat().st_size}
+           for name in _files(step_dir)}
+  tmp = step_dir / f".{CHECKSUMS}.tmp-{os.getpid()}"
+  tmp.write_text(json.dumps(files, indent=1, sort_keys=True))
+  os.replace(tmp, step_dir / CHECKSUMS)
+
+
+def verify_checksums(step_dir: pathlib.Path) -> None:
+  """Raises CheckpointError naming the first missing, truncated or changed file of step_dir."""
+  manifest = step_dir / CHECKSUMS
+  if not step_dir.is_dir():
+    raise CheckpointError(f"checkpoint {step_dir}: missing")
+  if not manifest.is_file():
+    logging.warning("checkpoint %s has no %s (written by an older minijax or another tool): its "
+                    "content is not verified", step_dir, CHECKSUMS)
+    return
+  try:
+    expected = json.loads(manifest.read_text())
+  except ValueError as error:
+    raise CheckpointError(f"checkpoint {step_dir}: {CHECKSUMS} is damaged ({error})") from None
+  for name, entry in expected.items():
+    path = step_dir / name
+    if not path.is_file():
+      raise CheckpointError(f"checkpoint {step_dir}: file {name} is missing")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+      raise CheckpointError(f"checkpoint {step_dir}: file {name} has {size} bytes, "
+                            f"{entry['bytes']} were written (truncated or overwritten)")
+    if _sha256(path) != entry["sha256"]:
+      raise CheckpointError(f"checkpoint {step_dir}: file {name} does not match its checksum "
+                            "(corrupted since it was written)")
 
 
 def restore(manager: ocp.CheckpointManager, step: int, variables_template,
             opt_state_template=None, ema_template=None) -> dict:
   """Restores {'variables', 'opt_state', 'ema_params', 'meta'} onto the templates' shardings
   (opt_state / ema_params None when their template is None)."""
+  verify_checksums(step_path(manager, step))
   items = {"variables": ocp.args.StandardRestore(variables_template),
            "meta": ocp.args.JsonRestore()}
   if opt_state_template is not None:
@@ -82,6 +156,7 @@ def save_pretrained(workdir, variables, metadata: dict) -> pathlib.Path:
                force=True)
   manager.wait_until_finished()
   manager.close()
+  write_checksums(checkpoint_dir(workdir) / "0")
   return checkpoint_dir(workdir) / "0"
 
 
@@ -101,6 +176,7 @@ def load_pretrained(workdir, variables_template=None, use_ema: bool = True) -> t
     step = evaluation_step(manager)
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {checkpoint_dir(workdir)}")
+    verify_checksums(step_path(manager, step))
     variables_arg = (ocp.args.StandardRestore(variables_template)
                      if variables_template is not None else ocp.args.StandardRestore())
     items = {"variables": variables_arg, "meta": ocp.args.JsonRestore()}
@@ -109,17 +185,18 @@ def load_pretrained(workdir, variables_template=None, use_ema: bool = True) -> t
       template = None if variables_template is None else {"params": variables_template["params"]}
       items["ema"] = (ocp.args.StandardRestore(template) if template is not None
                       else ocp.args.StandardRestore())
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # pylint: disable=broad-except
+      # Orbax and TensorStore raise many types for a damaged checkpoint: one line naming it.
+      raise CheckpointError(f"checkpoint {step_path(manager, step)} cannot be restored: "
+                            f"{type(error).__name__}: {_first_line(error)}") from error
   finally:
     manager.close()
   variables = dict(restored["variables"])
   if ema:
     variables["params"] = restored["ema"]["params"]
   return variables, dict(restored["meta"], weights="ema" if ema else "raw")
-
-
-class CheckpointError(RuntimeError):
-  """No checkpoint of a workdir can be restored."""
 
 
 def restore_latest_good(manager: ocp.CheckpointManager, variables_template, opt_state_template,

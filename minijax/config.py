@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_keep_best = 1
   # Split held on the device: train steps per jit call (lax.scan), cut at log/epoch/checkpoint
   # steps. More steps per call amortise the dispatch of the train state.
-  config.steps_per_call = 1
+  config.steps_per_call = 8
   config.progress_bar = True
 
   config.eval = ml_collections.ConfigDict()

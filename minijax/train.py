@@ -11,7 +11,6 @@ loss and latest; also every config.checkpoint_every_steps and on SIGINT / SIGTER
 same command on the same workdir resumes from the latest checkpoint; the data position follows
 from the step, so resume is exact whatever the number of processes.
 """
-import dataclasses
 import functools
 import logging
 import os
@@ -105,25 +104,28 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
   return new_state, step_metrics
 
 
-def scan_steps(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
-               active: jax.Array, rng: jax.Array, frozen: Any, *, step_fn, batch_sharding):
-  """Up to k train steps in one call on a split held on the device: row i of the (k, B) indices
-  is step i's batch, gathered here; rows with active[i] False are skipped (a shorter chunk)."""
+def scan_steps(state: TrainState, images: jax.Array, labels: jax.Array, epoch_indices: jax.Array,
+               offset: jax.Array, count: jax.Array, rng: jax.Array, frozen: Any, *, step_fn,
+               width: int, batch_sharding):
+  """Up to `width` train steps in one call on a split held on the device: rows
+  [offset, offset + count) of the epoch's (steps, B) index matrix are the steps' batches,
+  gathered here; the loop always runs `width` slots and skips those past `count`."""
   def gather(index):
     return jax.lax.with_sharding_constraint(
         {"image": jnp.take(images, index, axis=0), "label": jnp.take(labels, index, axis=0)},
         batch_sharding)
 
-  if indices.shape[0] == 1:  # One step per call: no loop around it.
-    state, step_metrics = step_fn(state, gather(indices[0]), rng, frozen)
+  if width == 1:  # One step per call: no loop around it.
+    index = jax.lax.dynamic_index_in_dim(epoch_indices, offset, keepdims=False)
+    state, step_metrics = step_fn(state, gather(index), rng, frozen)
     return state, jax.tree.map(lambda x: x[None], step_metrics)
 
-  def body(state, xs):
-    index, on = xs
-    return jax.lax.cond(on, lambda s: step_fn(s, gather(index), rng, frozen),
+  def body(state, slot):
+    index = jax.lax.dynamic_index_in_dim(epoch_indices, offset + slot, keepdims=False)
+    return jax.lax.cond(slot < count, lambda s: step_fn(s, gather(index), rng, frozen),
                         lambda s: (s, _zero_metrics()), state)
 
-  return jax.lax.scan(body, state, (indices, active))
+  return jax.lax.scan(body, state, jnp.arange(width))
 
 
 def _zero_metrics() -> dict:
@@ -199,25 +201,29 @@ class _DevicePrefetch:
     self._stop.set()
 
 
-@dataclasses.dataclass
 class OnDeviceFeed:
-  """The train split held on the devices; each call trains up to `steps_per_call` steps."""
-  dataset: device_dataset.DeviceDataset
-  config: ml_collections.ConfigDict
-  mesh: Any
+  """The train split held on the devices, and each epoch's batch indices, uploaded once per epoch
+  as one (steps_per_epoch + width - 1, B) matrix (padded so that a chunk never reads past it)."""
 
-  def indices(self, start: int, stop: int, width: int) -> tuple[jax.Array, jax.Array]:
-    """(width, B) global indices of steps [start, stop) padded to `width` rows, and active."""
-    local = order.batch_index_matrix(
-        len(self.dataset), global_batch_size=self.config.batch_size, seed=self.config.seed,
-        start_step=start, stop_step=stop, process_index=jax.process_index(),
-        process_count=jax.process_count()).astype(np.int32)
-    padded = np.zeros((width, local.shape[1]), np.int32)
-    padded[:stop - start] = local
-    index_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None,
-                                                                                     "data"))
-    return (jax.make_array_from_process_local_data(index_sharding, padded),
-            jnp.asarray(np.arange(width) < stop - start))
+  def __init__(self, dataset: device_dataset.DeviceDataset, config, mesh, steps_per_epoch: int,
+               width: int):
+    self.dataset, self.config = dataset, config
+    self.steps_per_epoch, self.width = steps_per_epoch, width
+    self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    self._epoch, self._indices = -1, None
+
+  def epoch_indices(self, epoch: int) -> jax.Array:
+    if epoch != self._epoch:
+      start = epoch * self.steps_per_epoch
+      local = order.batch_index_matrix(
+          len(self.dataset), global_batch_size=self.config.batch_size, seed=self.config.seed,
+          start_step=start, stop_step=start + self.steps_per_epoch,
+          process_index=jax.process_index(), process_count=jax.process_count())
+      padded = np.zeros((self.steps_per_epoch + self.width - 1, local.shape[1]), np.int32)
+      padded[:self.steps_per_epoch] = local
+      self._indices = jax.make_array_from_process_local_data(self._sharding, padded)
+      self._epoch = epoch
+    return self._indices
 
 
 def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
@@ -227,7 +233,8 @@ def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
   if device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
                                           config.data.device_memory_fraction):
     images, labels = pipeline.load_split(train_source, config.data.num_threads)
-    return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh)
+    return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh,
+                        len(train_source) // config.batch_size, max(1, config.steps_per_call))
   batches = pipeline.train_batches(
       train_source, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),
@@ -286,16 +293,19 @@ def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, start
 
 
 def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib.Experiment, *,
-          mesh, validate: Callable[[dict], dict]) -> dict:
+          mesh, validate: Callable[[dict], dict], train_source=None) -> dict:
   """Trains (or resumes) in `workdir`; returns {'step', 'resumed_from'}.
 
   `validate(variables)` -> {'loss', 'accuracy'} is called at each epoch end (minijax.evaluate).
+  `train_source` replaces config.data's train split (any random-access source of {'image',
+  'label'} examples, e.g. in memory for a benchmark).
   Raises Diverged at the first log point that sees a non-finite loss or gradient norm (nothing
   after the last good checkpoint is saved), Stopped after saving on SIGINT / SIGTERM.
   """
   workdir = pathlib.Path(workdir).expanduser().resolve()
   is_main = jax.process_index() == 0
-  train_source = pipeline.get_source(config.data, "train")
+  if train_source is None:
+    train_source = pipeline.get_source(config.data, "train")
   steps_per_epoch = len(train_source) // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError("batch_size", config.batch_size,
@@ -327,24 +337,25 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
 
   step_fn = step_function(experiment)
   replicated = sharding.replicated(mesh)
+  width = max(1, config.steps_per_call) if isinstance(feed, OnDeviceFeed) else 1
   if isinstance(feed, OnDeviceFeed):
-    chunk_fn = jax.jit(functools.partial(scan_steps, step_fn=step_fn,
+    chunk_fn = jax.jit(functools.partial(scan_steps, step_fn=step_fn, width=width,
                                          batch_sharding=sharding.batch_sharded(mesh)),
                        donate_argnums=0, out_shardings=(replicated, replicated))
   else:
     single_fn = jax.jit(step_fn, donate_argnums=0, out_shardings=(replicated, replicated))
 
   loop = _Loop(config, workdir, manager, validate, steps_per_epoch, num_steps, start_step, is_main)
-  width = max(1, config.steps_per_call)
   step = start_step
   try:
     with _StopSignals() as stop:
       while step < num_steps:
         stop_at = loop.next_event(step, width)
         if isinstance(feed, OnDeviceFeed):
-          indices, active = feed.indices(step, stop_at, width)
+          epoch, offset = divmod(step, steps_per_epoch)
           state, chunk_metrics = chunk_fn(state, feed.dataset.images, feed.dataset.labels,
-                                          indices, active, train_rng, frozen)
+                                          feed.epoch_indices(epoch), np.int32(offset),
+                                          np.int32(stop_at - step), train_rng, frozen)
           loop.pending.append((chunk_metrics, stop_at - step))
         else:
           for _ in range(step, stop_at):

@@ -18,10 +18,12 @@ def test_device_batches_equal_streamed_batches():
   config.data.on_device = "yes"
   feed = train.make_feed(config, source, mesh, 2, 9)
   assert isinstance(feed, train.OnDeviceFeed)
-  indices, active = feed.indices(2, 9, 10)  # Crosses an epoch boundary (6 steps per epoch).
+  # Steps 2..8 cross an epoch boundary (6 steps per epoch): rows 2-5 of epoch 0, 0-2 of epoch 1.
+  indices = np.concatenate([np.asarray(feed.epoch_indices(0))[2:6],
+                            np.asarray(feed.epoch_indices(1))[:3]])
   images, labels = np.asarray(feed.dataset.images), np.asarray(feed.dataset.labels)
-  assert len(streamed) == 7 and list(np.asarray(active)) == [True] * 7 + [False] * 3
-  for batch, index in zip(streamed, np.asarray(indices)):
+  assert len(streamed) == 7 and indices.shape == (7, 8)
+  for batch, index in zip(streamed, indices):
     assert images.dtype == batch["image"].dtype == np.uint8
     np.testing.assert_array_equal(images[index], batch["image"])
     np.testing.assert_array_equal(labels[index], batch["label"])
