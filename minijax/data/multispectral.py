@@ -19,9 +19,8 @@ What the images are built to carry. Class = shape x material, label = shape * 4 
   or darker than its surroundings in NIR (bit 0) and in SWIR (bit 1), by a random margin.
 Hence, for a model that recognises shapes: R, G and B (alone or together) leave the material to a
 1-in-4 guess, NIR or SWIR alone to a 1-in-2 guess, and NIR with SWIR determine it. An illumination
-gain shared by all bands,
-background levels drawn per image and per-band sensor noise make absolute levels a poor cue,
-so the contrast has to be read locally, at the object.
+gain shared by all bands, background levels drawn per image and per-band sensor noise make
+absolute levels a poor cue, so the contrast has to be read locally, at the object.
 
 Values are reflectance in [0, 1], stored x10000 as uint16 (the Sentinel-2 convention: bands do not
 fill the 16-bit range, so the recorded statistics matter) or x255 as uint8.
