@@ -365,6 +365,24 @@ def test_prepare_stores_channels_dtype_and_train_statistics(tmp_path, kind, dtyp
   assert "channels R,G,B,NIR" in prepare.summary(prepared)
 
 
+def test_uint16_survives_prepare_bit_exact(tmp_path):
+  root = tmp_path / "root"
+  (root / "images").mkdir(parents=True)
+  levels = np.arange(SIZE * SIZE * 2, dtype=np.int64) * 65535 // (SIZE * SIZE * 2 - 1)
+  pixels = levels.astype(np.uint16).reshape(SIZE, SIZE, 2)  # 0, 128, ..., 65535: all 16 bits.
+  for split in ("train", "val", "test"):
+    np.save(root / "images" / f"{split}.npy", pixels[::-1] if split == "test" else pixels)
+    (root / f"{split}.txt").write_text(f"images/{split}.npy 1\n")
+  _declare(root, channels=["NIR", "SWIR"], dtype="uint16")
+  prepared = _prepare(root, tmp_path)
+  for split, expected in (("train", pixels), ("test", pixels[::-1])):
+    image = tfds_source.TfdsSource(prepared.tfds_name, split, prepared.data_dir)[0]["image"]
+    assert image.dtype == np.uint16
+    np.testing.assert_array_equal(image, expected)
+  np.testing.assert_allclose(prepared.stats["mean"], [pixels[..., c].mean() / 65535
+                                                      for c in range(2)], rtol=1e-12)
+
+
 def test_prepare_skips_a_file_with_the_wrong_channel_count_naming_it(tmp_path):
   root = tmp_path / "root"
   _make_root(root, "npy", "uint8")
