@@ -18,7 +18,7 @@ Both act on the image before ToTensor/Normalize, so the input here is the un-nor
 so rotating floats gives exactly the values of rotating the uint8 image.
 
 Each image draws its own flip and angle (torchvision draws per sample). The rotation follows PIL's
-16.16 fixed-point arithmetic (int32: sides up to 32767 px); PIL rounds its coefficients from
+16.16 fixed-point arithmetic (in int32: sides under 8192 px); PIL rounds its coefficients from
 float64, this from float32, so now and then a pixel whose mapped centre lies on a pixel edge takes
 the neighbouring pixel.
 """
