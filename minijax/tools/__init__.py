@@ -1,0 +1,1 @@
+"""Command-line tools: dataset preparation, PyTorch interop, model summary."""
