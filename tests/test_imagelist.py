@@ -148,6 +148,24 @@ def test_palette_with_and_without_transparency(tmp_path):
   assert transparent[0].tolist() == [[0, 0, 0], [200, 150, 100], [200, 150, 100], [0, 0, 0]]
 
 
+def test_keep_alpha_of_la_and_palette_images(tmp_path):
+  spec = imagelist.ChannelSpec(("R", "G", "B", "A"), keep_alpha=True)
+  la = np.array([[[180, 255], [180, 0], [180, 64]]], np.uint8)
+  path = _save(Image.fromarray(la, "LA"), tmp_path / "la.png")
+  image = imagelist.decode_file(path, None, name="la.png", spec=spec)
+  np.testing.assert_array_equal(image[..., :3], _decode(path))  # Composited, as without alpha.
+  assert image[0, :, 3].tolist() == [255, 0, 64]
+  palette = Image.new("P", (3, 1))
+  palette.putpalette([10, 20, 30, 200, 150, 100] + [0, 0, 0] * 254)
+  palette.putdata([0, 1, 0])
+  path = _save(palette, tmp_path / "pt.png", transparency=0)
+  image = imagelist.decode_file(path, None, name="pt.png", spec=spec)
+  assert image[0].tolist() == [[0, 0, 0, 0], [200, 150, 100, 255], [0, 0, 0, 0]]
+  opaque = imagelist.decode_file(_save(palette, tmp_path / "p.png"), None, name="p.png",
+                                 spec=spec)
+  assert opaque[0, :, 3].tolist() == [255] * 3
+
+
 def test_cmyk_jpeg(tmp_path):
   cmyk = Image.new("RGB", (16, 16), (200, 40, 90)).convert("CMYK")
   image = _decode(_save(cmyk, tmp_path / "k.JPEG", quality=95))
@@ -244,6 +262,7 @@ def test_image_list_source(tmp_path):
   _write_list(tmp_path, "train.txt", ["images/r.JPEG 1", "images/g.png 0", "images/gone.JPEG 1"])
   source = imagelist.ImageListSource(tmp_path, "train", 16, num_classes=2)
   assert len(source) == 3 and source.root == tmp_path
+  assert source.channels == ("R", "G", "B") and source.stats is None  # No dataset.json.
   first, second = source[0], source[1]
   assert first["image"].shape == (16, 16, 3) and first["image"].dtype == np.uint8
   assert first["label"] == 1 and first["label"].dtype == np.int32

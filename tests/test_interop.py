@@ -3,6 +3,11 @@
 Logit parity against independently written torch models (tests/torch_reference.py) is what proves
 the Flax ports match the seed's architectures, layouts included.
 """
+import json
+import logging
+import os
+import pathlib
+import subprocess
 import sys
 
 import jax
@@ -16,13 +21,20 @@ torch = pytest.importorskip("torch")
 from minijax import interop  # pylint: disable=wrong-import-position
 from minijax.models import create_model  # pylint: disable=wrong-import-position
 
-try:  # tests/ is a package only if someone adds an __init__.py; otherwise pytest puts it on sys.path.
+# tests/ is a package only if someone adds an __init__.py; otherwise pytest puts it on sys.path.
+try:
   from tests import torch_reference  # pylint: disable=wrong-import-position
 except ImportError:
   import torch_reference  # pylint: disable=wrong-import-position
+from conftest import cli_overrides, tiny_config  # pylint: disable=wrong-import-position
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 2
 NUM_CLASSES = 10
+# The seed's ComplexCNN builds SelfAttention(128) as `attention` and never calls it.
+SEED_UNUSED_KEYS = sorted(["attention.gamma"] + [
+    f"attention.{conv}.{leaf}" for conv in ("query_conv", "key_conv", "value_conv")
+    for leaf in ("weight", "bias")])
 
 
 def _randomize_batch_norm(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -83,6 +95,12 @@ def _num_elements(tree) -> int:
   return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def _used_parameter_count(torch_model: torch.nn.Module) -> int:
+  """Parameters of the modules the forward calls (what torchsummary, and the seed, counted)."""
+  return sum(p.numel() for name, p in torch_model.named_parameters()
+             if not name.startswith("attention."))
+
+
 # (model, H, W): ImprovedCNN is tied to its build size (non-square checks the fc1 permutation);
 # 37 is odd and not a multiple of 32, so floor pooling and torch-style padding are exercised.
 CASES = [
@@ -116,7 +134,7 @@ def test_converted_logits_match_torch(model_name: str, height: int, width: int):
 def test_parameter_counts_match_torch(model_name: str):
   torch_model = _torch_model(model_name, (32, 32))
   _, template = _template(model_name, (32, 32))
-  assert _num_elements(template["params"]) == sum(p.numel() for p in torch_model.parameters())
+  assert _num_elements(template["params"]) == _used_parameter_count(torch_model)
   torch_stats = sum(b.numel() for name, b in torch_model.named_buffers()
                     if not name.endswith("num_batches_tracked"))
   assert _num_elements(template.get("batch_stats", {})) == torch_stats
@@ -136,7 +154,9 @@ def test_reference_matches_seed_parameter_counts(model_name: str, image_size: in
       torch_model = torch_reference.ComplexCNN(50)
     else:
       torch_model = torch_reference.resnet34(50)
-  assert sum(p.numel() for p in torch_model.parameters()) == expected
+  assert _used_parameter_count(torch_model) == expected
+  unused = sum(p.numel() for p in torch_model.parameters()) - expected
+  assert unused == (20_641 if model_name == "complexcnn" else 0)  # The seed's SelfAttention(128).
 
 
 @pytest.fixture(name="complexcnn_case")
@@ -154,11 +174,37 @@ def test_missing_key_is_named(complexcnn_case):
     interop.torch_to_flax_variables("complexcnn", state_dict, template)
 
 
-def test_unexpected_key_is_named(complexcnn_case):
+@pytest.mark.parametrize("key", ["head.weight", "attention.out_conv.weight", "sa.conv.bias"])
+def test_unexpected_key_is_named(complexcnn_case, key):
+  # Also beside the ignored attention keys: only the seed's exact 7 are ignored.
   torch_model, _, template = complexcnn_case
   state_dict = torch_model.state_dict()
-  state_dict["head.weight"] = torch.zeros(3)
-  with pytest.raises(ValueError, match=r"unexpected keys: \['head.weight'\]"):
+  state_dict[key] = torch.zeros(3)
+  with pytest.raises(ValueError, match=rf"unexpected keys: \['{key}'\]"):
+    interop.torch_to_flax_variables("complexcnn", state_dict, template)
+
+
+def test_seed_complexcnn_unused_attention_keys_are_ignored_and_named(complexcnn_case, caplog):
+  torch_model, model, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  assert SEED_UNUSED_KEYS == sorted(k for k in state_dict if k.startswith("attention."))
+  with caplog.at_level(logging.WARNING):
+    variables = interop.torch_to_flax_variables("complexcnn", state_dict, template)
+  assert all(key in caplog.text for key in SEED_UNUSED_KEYS), caplog.text
+  assert "never calls" in caplog.text
+  assert interop.unused_keys("complexcnn", {"model": state_dict}) == SEED_UNUSED_KEYS
+  without = {k: v for k, v in state_dict.items() if not k.startswith("attention.")}
+  assert interop.unused_keys("complexcnn", without) == []
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables,
+                         interop.torch_to_flax_variables("complexcnn", without, template))
+
+
+def test_attention_that_was_called_is_refused(complexcnn_case):
+  # gamma moves from 0 only if the forward called the attention: then its weights matter.
+  torch_model, _, template = complexcnn_case
+  state_dict = torch_model.state_dict()
+  state_dict["attention.gamma"] = torch.tensor([0.25])
+  with pytest.raises(ValueError, match=r"attention.gamma = \[0.25\] is not 0"):
     interop.torch_to_flax_variables("complexcnn", state_dict, template)
 
 
@@ -208,10 +254,7 @@ def test_load_torch_checkpoint_without_torch_says_how_to_install(monkeypatch, tm
 
 
 def test_cli_conversion_round_trip(complexcnn_case, tmp_path):
-  checkpointing = pytest.importorskip("minijax.checkpointing")
-  for name in ("save_pretrained", "load_pretrained"):
-    if not hasattr(checkpointing, name):
-      pytest.skip(f"minijax.checkpointing.{name} does not exist yet")
+  from minijax import checkpointing  # pylint: disable=import-outside-toplevel
   torch_model, model, _ = complexcnn_case
   pth = tmp_path / "best_model.pth"
   torch.save({"model": torch_model.state_dict(), "epoch": 7}, pth)
@@ -222,5 +265,75 @@ def test_cli_conversion_round_trip(complexcnn_case, tmp_path):
 
   assert metadata["model"] == "complexcnn"
   assert metadata["num_classes"] == NUM_CLASSES
+  assert metadata["ignored_keys"] == SEED_UNUSED_KEYS
+  assert variables["batch_stats"] == {}  # The trainer's layout, which evaluation restores.
   x = _inputs((32, 32))
   _assert_logits_close(_flax_logits(model, variables, x), _torch_logits(torch_model, x))
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=dict(os.environ),
+                        capture_output=True, text=True, timeout=300)
+
+
+def _torch_test_loss(torch_model: torch.nn.Module, config) -> float:
+  """Mean cross-entropy of the torch model on the config's test split, normalised as minijax."""
+  from minijax.data import pipeline  # pylint: disable=import-outside-toplevel
+  images, labels = pipeline.load_split(pipeline.get_source(config.data, "test"), 2)
+  x = (images.astype(np.float32) / 255 - np.float32(config.input.mean)) / np.float32(
+      config.input.std)
+  with torch.no_grad():
+    logits = torch_model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
+    return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels).long()))
+
+
+@pytest.mark.parametrize("model_name", ["improvedcnn", "complexcnn", "resnet34"])
+def test_converted_workdir_evaluates_from_the_cli(model_name, tmp_path):
+  """The user's path: seed .pth -> `minijax.interop` -> `minijax.main --mode=evaluate`."""
+  config = tiny_config(model_name)
+  size, classes = config.data.image_size, config.data.num_classes
+  torch.manual_seed(0)
+  torch_model = {"improvedcnn": lambda: torch_reference.ImprovedCNN(classes, size),
+                 "complexcnn": lambda: torch_reference.ComplexCNN(classes),
+                 "resnet34": lambda: torch_reference.resnet34(classes)}[model_name]()
+  if model_name == "resnet34":
+    _randomize_batch_norm(torch_model, torch.Generator().manual_seed(1))
+  torch_model.eval()
+  pth, workdir = tmp_path / "best_model.pth", tmp_path / "converted"
+  torch.save(torch_model.state_dict(), pth)
+
+  converted = _run("minijax.interop", f"--model={model_name}", f"--pth={pth}",
+                   f"--workdir={workdir}", f"--image_size={size}", f"--num_classes={classes}")
+  assert converted.returncode == 0, converted.stderr[-3000:]
+  if model_name == "complexcnn":
+    assert "attention.gamma" in converted.stdout
+  evaluated = _run("minijax.main", f"--config=configs/{model_name}.py:demo",
+                   f"--workdir={workdir}", "--mode=evaluate",
+                   *cli_overrides(**{"eval.channel_subsets": "('RGB',)"}))
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert "test accuracy RGB:" in evaluated.stdout
+
+  results = json.loads((workdir / "report" / "results.json").read_text())
+  assert results["checkpoint_step"] == 0
+  rgb = next(row for row in results["channels"] if row["channels"] == "RGB")
+  # The loss is continuous in the weights: equal to torch's, the workdir holds the seed's model.
+  np.testing.assert_allclose(rgb["loss"], _torch_test_loss(torch_model, config), rtol=1e-4)
+
+
+def test_converted_workdir_serves_as_a_distillation_teacher(complexcnn_case, tmp_path):
+  # The one training path that reads another workdir's weights (config.recipe.distill_workdir).
+  from minijax import recipe, train  # pylint: disable=import-outside-toplevel
+  torch_model, model, template = complexcnn_case
+  pth = tmp_path / "best_model.pth"
+  torch.save(torch_model.state_dict(), pth)
+  interop.convert_checkpoint("complexcnn", pth, tmp_path / "teacher", image_size=32,
+                             num_classes=NUM_CLASSES)
+  config = tiny_config("resnet18", **{"data.image_size": 32})
+  config.data.num_classes = NUM_CLASSES
+  config.recipe.distill_workdir = str(tmp_path / "teacher")
+
+  teacher = recipe.load_teacher(config, train.make_mesh())
+  expected = interop.torch_to_flax_variables("complexcnn", torch_model.state_dict(), template)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, teacher["params"], expected["params"])
+  assert isinstance(recipe.teacher_model(config.recipe.distill_workdir, NUM_CLASSES),
+                    type(model))

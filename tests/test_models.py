@@ -1,4 +1,6 @@
-"""Parameter counts of the seed's models and output shapes at several sizes and dtypes."""
+"""Parameter counts of the seed's models, output shapes at several sizes and dtypes, dropout."""
+import flax.errors
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,7 +39,8 @@ def test_improvedcnn_is_built_for_one_size():
   model = ImprovedCNN(num_classes=5)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   assert model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape == (2, 5)
-  with pytest.raises(Exception):
+  with pytest.raises(flax.errors.ScopeParamShapeError,
+                     match=r"Dense_0.*\(8192, 512\).*\(2048, 512\)"):
     model.apply(variables, jnp.zeros((2, 64, 64, 3)))
 
 
@@ -61,3 +64,29 @@ def test_dropout_active_only_in_training():
   train_a = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
   assert jnp.array_equal(eval_a, eval_b)
   assert not jnp.allclose(eval_a, train_a)
+
+
+def _dropout_calls(model, x, **kwargs):
+  """(rate, fraction of its non-zero inputs zeroed) of each Dropout call in a training forward."""
+  calls = []
+
+  def record(next_fun, args, call_kwargs, context):
+    out = next_fun(*args, **call_kwargs)
+    if isinstance(context.module, nn.Dropout):
+      nonzero = args[0] != 0  # ImprovedCNN's dropout follows a ReLU.
+      calls.append((context.module.rate, float(jnp.sum((out == 0) & nonzero) / jnp.sum(nonzero))))
+    return out
+
+  variables = model.init(jax.random.key(0), x)
+  with nn.intercept_methods(record):
+    model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)}, **kwargs)
+  return calls
+
+
+@pytest.mark.parametrize("model_cls,rate", [(ComplexCNN, 0.4), (ImprovedCNN, 0.5)])
+def test_dropout_rate_is_the_seeds(model_cls, rate):
+  # The seed: ComplexCNN nn.Dropout(0.4) on the 128-channel map, ImprovedCNN nn.Dropout(p=0.5).
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  [(called_rate, zeroed)] = _dropout_calls(model_cls(num_classes=3), x)
+  assert called_rate == rate
+  assert zeroed == pytest.approx(rate, abs=0.05)

@@ -51,17 +51,17 @@ def _name(record: dict) -> str:
 
 
 def _counting_decoder(monkeypatch, interrupt_at: int | None = None) -> list[str]:
-  """Patches imagelist.decode_image (used by in-process decoding) to record calls."""
+  """Patches imagelist.decode_file (used by in-process decoding) to record calls."""
   calls: list[str] = []
-  real = imagelist.decode_image
+  real = imagelist.decode_file
 
-  def decode(source, image_size, *, name):
+  def decode(source, image_size, *, name, **options):
     calls.append(name)
     if len(calls) == interrupt_at:
       raise KeyboardInterrupt  # As Ctrl-C would, in the middle of a chunk.
-    return real(source, image_size, name=name)
+    return real(source, image_size, name=name, **options)
 
-  monkeypatch.setattr(imagelist, "decode_image", decode)
+  monkeypatch.setattr(imagelist, "decode_file", decode)
   return calls
 
 

@@ -2,7 +2,10 @@
 
 Written from the architecture descriptions in minijax.models (and torchvision's documented
 ResNet layout, since torchvision is not installed here), with the seed's module names so their
-state_dicts have the keys a seed .pth has.
+state_dicts have the keys a seed .pth has. Checked since against the seed's own model code:
+ComplexCNN's dropout is 0.4 and it builds a SelfAttention(128) that its forward never calls
+(`attention.*`, 20,641 parameters outside the seed's 905,364); ResNet initialises its convs and
+BatchNorms as torchvision's ResNet.__init__ does.
 """
 import torch
 from torch import nn
@@ -60,7 +63,28 @@ class ResidualBlock5(nn.Module):
     return out * 0.2 + x
 
 
+class SelfAttention(nn.Module):
+  """SAGAN-style self-attention: gamma * (value @ softmax(query^T key)^T) + x, gamma from 0."""
+
+  def __init__(self, channels: int = 128):
+    super().__init__()
+    self.query_conv = nn.Conv2d(channels, channels // 8, 1)
+    self.key_conv = nn.Conv2d(channels, channels // 8, 1)
+    self.value_conv = nn.Conv2d(channels, channels, 1)
+    self.gamma = nn.Parameter(torch.zeros(1))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    query = self.query_conv(x).flatten(2).transpose(1, 2)       # (B, HW, C/8)
+    key = self.key_conv(x).flatten(2)                           # (B, C/8, HW)
+    attention = torch.softmax(torch.bmm(query, key), dim=-1)    # (B, HW, HW)
+    value = self.value_conv(x).flatten(2)                       # (B, C, HW)
+    out = torch.bmm(value, attention.transpose(1, 2)).view(batch, channels, height, width)
+    return self.gamma * out + x
+
+
 class ComplexCNN(nn.Module):
+  """The seed's ComplexCNN; `attention` is built (its keys are in every seed .pth), never called."""
 
   def __init__(self, num_classes: int = 50):
     super().__init__()
@@ -68,8 +92,9 @@ class ComplexCNN(nn.Module):
     self.conv2 = nn.Conv2d(64, 128, 3, padding=1)
     self.pool = nn.MaxPool2d(2)
     self.sa = SpatialAttention()
+    self.attention = SelfAttention(128)
     self.rrdb = ResidualBlock5(128)
-    self.dropout = nn.Dropout(0.5)
+    self.dropout = nn.Dropout(0.4)
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.fc1 = nn.Linear(128, 512)
     self.fc2 = nn.Linear(512, num_classes)
@@ -124,6 +149,13 @@ class ResNet(nn.Module):
       inplanes = planes
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.fc = nn.Linear(512, num_classes)
+    # torchvision's ResNet.__init__ (zero_init_residual=False); fc keeps nn.Linear's default.
+    for module in self.modules():
+      if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+      elif isinstance(module, nn.BatchNorm2d):
+        nn.init.constant_(module.weight, 1)
+        nn.init.constant_(module.bias, 0)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -1,10 +1,11 @@
 """Decode every image once, in fixed-size chunks cached as .npy files, resumable after interruption.
 
-A chunk is `<stem>.npy` (uint8 (n, S, S, 3), the images that decoded) plus `<stem>.json`, the
-done-marker: which entries it holds and which were skipped and why. Both are written to a temporary
-name and renamed, the marker last, so a chunk is either done or absent. The stem holds a
-fingerprint of the chunk's entries, their files (size and mtime, or CRC for zip members), the image
-size and the Pillow version: a rerun skips done chunks and redoes only those whose input changed.
+A chunk is `<stem>.npy` ((n, S, S, C) of the dataset's dtype, the images that decoded) plus
+`<stem>.json`, the done-marker: which entries it holds and which were skipped and why. Both are
+written to a temporary name and renamed, the marker last, so a chunk is either done or absent. The
+stem holds a fingerprint of the chunk's entries, their files (size and mtime, or CRC for zip
+members), the image size, the channel spec and the Pillow version: a rerun skips done chunks and
+redoes only those whose input changed.
 
 Decoding runs in worker processes (spawned, not forked: the parent may hold JAX or TFDS threads).
 """
@@ -23,7 +24,7 @@ import tqdm
 
 from minijax.data import image_store, imagelist, listcheck
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: C channels and uint16 (the spec is part of the fingerprint).
 DEFAULT_CHUNK_SIZE = 256  # 256 images of 256x256x3 = 48 MiB per chunk file.
 
 
@@ -33,6 +34,7 @@ class Chunk:
   index: int
   entries: tuple[listcheck.Entry, ...]
   fingerprint: str
+  spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
 
   @property
   def stem(self) -> str:
@@ -40,16 +42,17 @@ class Chunk:
 
 
 def plan_chunks(store: image_store.Store, split: str, entries: Sequence[listcheck.Entry],
-                image_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[Chunk]:
+                image_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                spec: imagelist.ChannelSpec = imagelist.ChannelSpec()) -> list[Chunk]:
   if chunk_size < 1:
     raise ValueError(f"chunk_size={chunk_size} must be positive")
   chunks = []
   for index, start in enumerate(range(0, len(entries), chunk_size)):
     part = tuple(entries[start:start + chunk_size])
-    identity = [CACHE_FORMAT, PIL.__version__, image_size, split,
+    identity = [CACHE_FORMAT, PIL.__version__, image_size, split, spec.to_json(),
                 [(e.path, e.label, e.line, store.fingerprint(e.path)) for e in part]]
     digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()
-    chunks.append(Chunk(split, index, part, digest))
+    chunks.append(Chunk(split, index, part, digest, spec))
   return chunks
 
 
@@ -92,7 +95,7 @@ def decode_chunks(cache_dir: pathlib.Path, store: image_store.Store, chunks: Seq
 
 def load_chunk(cache_dir: pathlib.Path, chunk: Chunk
                ) -> tuple[np.ndarray, list[listcheck.Entry], list[listcheck.Problem]]:
-  """(images (n, S, S, 3) uint8, memory-mapped; kept entries; skipped problems) of a done chunk."""
+  """(images (n, S, S, C), memory-mapped; kept entries; skipped problems) of a done chunk."""
   marker = cache_dir / f"{chunk.stem}.json"
   images_path = cache_dir / f"{chunk.stem}.npy"
   try:
@@ -104,21 +107,25 @@ def load_chunk(cache_dir: pathlib.Path, chunk: Chunk
   kept = [listcheck.Entry(path, label, line) for path, label, line in meta["kept"]]
   problems = [listcheck.Problem(chunk.split, path, line, reason)
               for path, line, reason in meta["problems"]]
-  if images.shape[0] != len(kept) or images.dtype != np.uint8:
+  spec = chunk.spec
+  if (images.ndim != 4 or images.shape[0] != len(kept) or images.shape[3] != spec.num_channels
+      or images.dtype != spec.dtype):
     raise imagelist.DataError(f"decode cache chunk {images_path} holds {images.shape} "
-                              f"{images.dtype}, expected {len(kept)} uint8 images; delete "
-                              f"{cache_dir} and prepare again")
+                              f"{images.dtype}, expected {len(kept)} {spec.dtype} images of "
+                              f"{spec.num_channels} channels; delete {cache_dir} and prepare "
+                              "again")
   return images, kept, problems
 
 
 def _decode_and_save(store: image_store.Store, cache_dir: pathlib.Path, image_size: int,
                      chunk: Chunk) -> int:
-  images = np.empty((len(chunk.entries), image_size, image_size, 3), np.uint8)
+  spec = chunk.spec
+  images = np.empty((len(chunk.entries), image_size, image_size, spec.num_channels), spec.dtype)
   kept: list[listcheck.Entry] = []
   problems: list[tuple[str, int, str]] = []
   for entry in chunk.entries:
     try:
-      images[len(kept)] = store.decode(entry.path, image_size)
+      images[len(kept)] = store.decode(entry.path, image_size, spec)
     except imagelist.DataError as e:
       problems.append((entry.path, entry.line, str(e).removeprefix(f"{entry.path}: ")))
     except Exception as e:  # pylint: disable=broad-except

@@ -3,7 +3,8 @@
 The zip is read member by member (never extracted): no second copy of the images on disk and no
 extraction step to make atomic or resumable. A data root inside the zip (e.g. `imagenet-mini/`) is
 found from the location of train.txt. Stores pickle without open file handles, so they can be sent
-to worker processes, each of which opens the zip once.
+to worker processes, each of which opens the zip once. A store also reads the dataset.json beside
+the lists (imagelist.DECLARATION: channel names, dtype), and decodes with the spec it is given.
 """
 import os
 import pathlib
@@ -43,11 +44,16 @@ class DirectoryStore:
       return None
     return (stat.st_size, stat.st_mtime_ns)
 
-  def decode(self, path: str, image_size: int) -> np.ndarray:
+  def declaration(self) -> dict | None:
+    """The parsed dataset.json of the data root, or None."""
+    return imagelist.read_declaration(self.root)
+
+  def decode(self, path: str, image_size: int,
+             spec: imagelist.ChannelSpec = imagelist.ChannelSpec()) -> np.ndarray:
     full_path = self.root / path
     if full_path.is_file() and full_path.stat().st_size == 0:
       raise imagelist.DataError(f"{path}: empty file (0 bytes)")  # Clearer than "cannot identify".
-    return imagelist.decode_image(full_path, image_size, name=path)
+    return imagelist.decode_file(full_path, image_size, name=path, spec=spec)
 
   def __repr__(self) -> str:
     return f"DirectoryStore({str(self.root)!r})"
@@ -110,7 +116,24 @@ class ZipStore:
     member = self._members.get(self._key(path))
     return None if member is None else member[1]
 
-  def decode(self, path: str, image_size: int) -> np.ndarray:
+  def declaration(self) -> dict | None:
+    """The parsed dataset.json beside the zip's train.txt, or None."""
+    key = self._key(imagelist.DECLARATION)
+    if key not in self._members:
+      return None
+    where = f"{self.zip_path}:{key}"
+    try:
+      data = self._read(key)
+    except _ZIP_READ_ERRORS as e:
+      raise imagelist.DataError(f"{where}: cannot read: {e}") from e
+    try:
+      text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+      raise imagelist.DataError(f"{where}: cannot read: {e}") from e
+    return imagelist.parse_declaration(text, where)
+
+  def decode(self, path: str, image_size: int,
+             spec: imagelist.ChannelSpec = imagelist.ChannelSpec()) -> np.ndarray:
     key = self._key(path)
     if key not in self._members:
       raise imagelist.DataError(f"{path}: not in {self.zip_path}")
@@ -120,7 +143,7 @@ class ZipStore:
       raise imagelist.DataError(f"{path}: cannot read from {self.zip_path}: {e}") from e
     if not data:
       raise imagelist.DataError(f"{path}: empty file (0 bytes)")
-    return imagelist.decode_image(data, image_size, name=path)
+    return imagelist.decode_file(data, image_size, name=path, spec=spec)
 
   def __getstate__(self) -> dict:
     return {**self.__dict__, "_archive": None}  # An open ZipFile does not pickle.

@@ -1,19 +1,38 @@
 """Grain pipelines: random-access sources -> uint8 NHWC batches for this process.
 
-Training order is a function of (seed, step) only: one global stream of shuffled epochs
-(grain reshuffles each repetition), cut into global batches; process p reads the p-th contiguous
-block of B/P examples of each global batch, which is exactly its devices' share of it. Resuming at step s starts the stream at
-s * global_batch, so resume is exact without iterator state, whatever the process count.
+Training order is a function of (seed, step) only (minijax.data.order): one global stream of
+shuffled epochs, cut into global batches; process p reads the p-th contiguous block of B/P examples
+of each global batch, which is exactly its devices' share of it. Resuming at step s starts at global
+batch s, so resume is exact without iterator state, whatever the process count.
+
+One grain element is one process-local batch: grain's per-element machinery (a future, stats, and
+in grain 0.2.18 a scan of the whole prefetch buffer on every element) runs once per batch instead
+of once per image, and with worker processes one batch, not one image, crosses to this process.
+Examples are read one index at a time even where the source has `__getitems__`: TFDS's batched
+array_record read costs more CPU per image than single reads (benchmarks/README.md, streaming.py).
 """
 import functools
 import logging
 import pathlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grain
 import numpy as np
 
-from minijax.data import imagelist, synthetic
+from minijax.data import imagelist, order, synthetic
+
+try:  # grain internals, only to build a worker's batch in shared memory (saves a copy of it).
+  from grain._src.python.dataset.transformations.process_prefetch import is_in_worker_process
+  from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+except ImportError:  # Another grain: its own copy into shared memory still happens.
+  SharedMemoryArray = None
+
+# Batches read ahead per reader thread: enough to keep every thread busy while the consumer takes
+# one, without holding many (a 256 px batch of 256 is 50 MB).
+PREFETCH_PER_THREAD = 2
+# Examples per read in load_split: large enough to amortise a read, small enough to spread over
+# threads.
+LOAD_CHUNK = 64
 
 
 def get_source(data_config, split: str):
@@ -44,36 +63,88 @@ def check_splits(data_config, splits) -> None:
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
                   num_threads: int = 8, num_workers: int = 0) -> Iterator[dict]:
-  """Yields {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)} for steps [start_step, num_steps)."""
+  """Yields {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)} for steps [start_step, num_steps).
+
+  num_threads=0 reads in the consumer's thread (inside next()); num_threads > 0 reads that many
+  batches at once in threads; num_workers > 0 reads in that many processes (each with
+  num_threads threads), one batch per message.
+  """
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} processes")
-  num_epochs = -(-num_steps * global_batch_size // len(source))  # ceil
-  stream = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
-  stream = stream[start_step * global_batch_size:num_steps * global_batch_size]
-  # Process p reads the p-th contiguous block of each global batch (not every P-th example): that is
-  # the block make_array_from_process_local_data gives its devices, so the global batch, and the
-  # per-example augmentation and dropout keys, are the same whatever the process count.
-  local = global_batch_size // process_count
-  stream = grain.MapDataset.range(len(stream) // process_count).map(
-      functools.partial(_block_element, stream, global_batch_size, process_index * local, local))
-  iterator = stream.to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * global_batch_size))
+  num_rows = max(num_steps - start_step, 0)
+  if not num_rows:
+    return iter(())
+  read = functools.partial(_read_batch, source, len(source), global_batch_size, seed, start_step,
+                           process_index, process_count)
+  iterator = grain.MapDataset.range(num_rows).map(read).to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=PREFETCH_PER_THREAD * max(num_threads, 1)))
   if num_workers > 0:
     iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return iter(iterator.batch(global_batch_size // process_count, drop_remainder=True))
+  return iter(iterator)
 
 
-def _block_element(stream, global_batch: int, offset: int, local: int, index: int):
-  """Element `index` of this process's share: its block [offset, offset + local) of each batch."""
-  return stream[(index // local) * global_batch + offset + index % local]
+def _read_batch(source, num_examples: int, global_batch: int, seed: int, start_step: int,
+                process_index: int, process_count: int, row: int) -> dict:
+  """This process's block of global batch start_step + row."""
+  indices = order.batch_indices(num_examples, global_batch_size=global_batch, seed=seed,
+                                step=start_step + row, process_index=process_index,
+                                process_count=process_count)
+  in_worker = SharedMemoryArray is not None and is_in_worker_process()
+  return read_examples(source, indices, empty=_shared_empty if in_worker else np.empty)
+
+
+def _shared_empty(shape, dtype) -> np.ndarray:
+  # grain moves a worker's arrays to the parent through shared memory, copying any other array
+  # there first; a large array allocated there is passed as is. Small ones are not worth a segment.
+  if np.prod(shape) * np.dtype(dtype).itemsize < 1 << 16:
+    return np.empty(shape, dtype)
+  return SharedMemoryArray(shape, dtype)
+
+
+def read_examples(source, indices: Sequence[int], out: dict | None = None, offset: int = 0,
+                  empty=np.empty) -> dict:
+  """Examples `indices` of `source` stacked leaf by leaf ({key: (n, ...)}, arrays from `empty`) as
+  np.stack stacks them (grain's batch()); or only out's keys, written into
+  out[key][offset:offset + n] (cast to its dtype)."""
+  examples = [source[int(i)] for i in indices]
+  stacked = {} if out is None else out
+  start = 0 if out is None else offset
+  for key in examples[0] if out is None else out:
+    values = [example[key] for example in examples]
+    first = np.asarray(values[0])
+    if any(np.asarray(v).dtype != first.dtype or np.shape(v) != first.shape for v in values):
+      # Mixed dtypes or shapes: np.stack's promotion (or its error), as before.
+      if out is None:
+        stacked[key] = np.stack(values)
+      else:
+        out[key][start:start + len(values)] = np.stack(values)
+      continue
+    if out is None:
+      stacked[key] = empty((len(values), *first.shape), first.dtype)
+    array = stacked[key]
+    for i, value in enumerate(values, start=start):
+      array[i] = value
+  return stacked
 
 
 def load_split(source, num_threads: int = 8) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a whole (small) split once into memory: (uint8 images (N,H,W,C), int32 labels)."""
-  examples = list(grain.MapDataset.source(source).to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64)))
-  if not examples:
+  num_examples = len(source)
+  if not num_examples:
     raise ValueError(f"split of {source!r} is empty")
-  logging.info("decoded %d examples", len(examples))
-  return (np.stack([e["image"] for e in examples]),
-          np.asarray([e["label"] for e in examples], np.int32))
+  first = read_examples(source, [0])
+  out = {key: np.empty((num_examples, *first[key].shape[1:]), first[key].dtype)
+         for key in ("image", "label")}
+  fill = functools.partial(_fill_chunk, source, num_examples, out)
+  num_chunks = -(-num_examples // LOAD_CHUNK)
+  for _ in grain.MapDataset.range(num_chunks).map(fill).to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=PREFETCH_PER_THREAD * max(num_threads, 1))):
+    pass  # Each chunk writes its own slice of `out`.
+  logging.info("decoded %d examples", num_examples)
+  return out["image"], out["label"].astype(np.int32, copy=False)
+
+
+def _fill_chunk(source, num_examples: int, out: dict, chunk: int) -> int:
+  start = chunk * LOAD_CHUNK
+  read_examples(source, range(start, min(start + LOAD_CHUNK, num_examples)), out, start)
+  return chunk

@@ -1,8 +1,12 @@
-"""TFDS builders that store decoded pixels (uint8 S x S x 3), so training never decodes an image.
+"""TFDS builders that store decoded pixels (S x S x C, uint8 or uint16), so training never decodes.
 
-- imagenet_mini/<S>px: the course's images.zip (or its extracted folder), 50 classes.
+- imagenet_mini/<S>px[_<channels>[_uint16][_alpha]]: the course's images.zip (or its extracted
+  folder), 50 classes; or any image-list folder whose dataset.json declares other channels (the
+  config name then says which, so two layouts never share a folder).
 - minijax_synthetic/<S>px[_<digest>]: the embedded synthetic set (minijax.data.synthetic), through
   the same image-list code path; num_classes follows the synthetic parameters.
+- minijax_multispectral/<S>px[_<digest>]: the embedded R, G, B, NIR, SWIR set
+  (minijax.data.multispectral), uint16 or uint8.
 - fashion_mnist_idx/28px: Fashion-MNIST from its IDX files (e.g. the Debian package
   dataset-fashion-mnist), gray replicated to RGB; train = first 55,000, val = last 5,000 of the
   training file, test = 10,000.
@@ -10,7 +14,10 @@
 Image-list builds decode in worker processes into a resumable chunk cache (decode_cache) under
 <data_dir>/downloads, then TFDS writes array_record files from the chunks. TFDS writes into an
 `incomplete.*` folder and renames it when done, so a half-built dataset is never visible. Skipped
-entries go to skipped.tsv inside the dataset folder. No TensorFlow is needed.
+entries go to skipped.tsv inside the dataset folder, and channel_stats.json (imagelist.STATS_FILE:
+channel names, dtype, and the per-channel mean/std of the stored train pixels in [0, 1] units)
+beside dataset_info.json: a file of our own rather than TFDS metadata, so a reader needs neither
+the builders nor TFDS to get it (imagelist.dataset_stats). No TensorFlow is needed.
 """
 import contextlib
 import dataclasses
@@ -29,7 +36,7 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from tensorflow_datasets.core import file_adapters
 
-from minijax.data import decode_cache, image_store, imagelist, listcheck, synthetic
+from minijax.data import decode_cache, image_store, imagelist, listcheck, multispectral, synthetic
 
 SPLITS = ("train", "val", "test")
 REPORT_NAME = "skipped.tsv"
@@ -53,15 +60,35 @@ class ImageListConfig(tfds.core.BuilderConfig):
   image_size: int = 256
   num_classes: int = IMAGENET_MINI_CLASSES
   synthetic_params: dict | None = None  # Only for minijax_synthetic: write_synthetic_dataset args.
+  # What the stored images hold; the source's dataset.json must agree (checked at build time).
+  spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+  multispectral_params: dict | None = None  # Only for minijax_multispectral.
 
   def __repr__(self) -> str:  # TFDS logs custom configs; the dataclass repr is a screenful.
     return (f"ImageListConfig({self.name!r}, image_size={self.image_size}, "
-            f"num_classes={self.num_classes})")
+            f"num_classes={self.num_classes}, channels={','.join(self.spec.channels)}, "
+            f"dtype={self.spec.dtype})")
 
 
-def _size_config(image_size: int, **kwargs) -> ImageListConfig:
-  return ImageListConfig(name=f"{image_size}px", image_size=image_size,
-                         description=f"Images squashed to {image_size}x{image_size} RGB.", **kwargs)
+def _size_config(image_size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec(),
+                 name: str | None = None, **kwargs) -> ImageListConfig:
+  """Named <S>px plus the spec's suffix, unless `name` is given."""
+  layout = ",".join(spec.channels) + (" + alpha" if spec.keep_alpha else "")
+  return ImageListConfig(name=name or f"{image_size}px{spec_suffix(spec)}", image_size=image_size,
+                         spec=spec, description=f"Images squashed to {image_size}x{image_size}, "
+                         f"channels {layout}, {spec.dtype}.", **kwargs)
+
+
+def spec_suffix(spec: imagelist.ChannelSpec) -> str:
+  """'' for R,G,B uint8; else e.g. '_R-G-B-NIR_uint16' (config names allow letters, digits, _ -)."""
+  if spec == imagelist.ChannelSpec():
+    return ""
+  suffix = "_" + "-".join(spec.channels)
+  if spec.dtype != "uint8":
+    suffix += f"_{spec.dtype}"
+  if spec.keep_alpha:
+    suffix += "_alpha"
+  return suffix
 
 
 class _UncompressedArrayRecordAdapter(file_adapters.ArrayRecordFileAdapter):
@@ -96,28 +123,37 @@ class _UncompressedWriteMixin:
       return super()._download_and_prepare(dl_manager, download_config)
 
 
-def _pixels_feature(size: int) -> tfds.features.Tensor:
-  """uint8 (size, size, 3) stored as one raw byte string.
+def _pixels_feature(size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+                    ) -> tfds.features.Tensor:
+  """(size, size, C) of uint8 or uint16 stored as one raw byte string (little-endian, as numpy
+  writes it here; TFDS reads it back with np.frombuffer).
 
   BYTES, not the default encoding: that stores uint8 as an int64 varint list, 23% larger and
   ~10x slower to parse (0.2k instead of >2k images/s per core at 256 px).
   """
-  return tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8,
+  return tfds.features.Tensor(shape=(size, size, spec.num_channels), dtype=np.dtype(spec.dtype),
                               encoding=tfds.features.Encoding.BYTES)
 
 
-def _synthetic_defaults() -> dict:
-  return {name: p.default
-          for name, p in inspect.signature(synthetic.write_synthetic_dataset).parameters.items()
+def _writer_defaults(writer) -> dict:
+  return {name: p.default for name, p in inspect.signature(writer).parameters.items()
           if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _synthetic_defaults() -> dict:
+  return _writer_defaults(synthetic.write_synthetic_dataset)
 
 
 class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder,
                         skip_registration=True):
-  """Shared by imagenet_mini and minijax_synthetic: lists -> decode cache -> array_record."""
+  """Shared by the image-list builders: lists -> decode cache -> array_record (+ statistics)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Decoded uint8 pixels (decode_image: RGB, EXIF-rotated, squashed)."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Decoded uint8 pixels (decode_image: RGB, EXIF-rotated, squashed).",
+      "1.1.0": "C channels of uint8 or uint16 (dataset.json); channel_stats.json with the train "
+               "split's per-channel mean/std. R,G,B records are byte-identical to 1.0.0's.",
+  }
 
   def __init__(self, *, source: imagelist.PathLike | None = None, num_workers: int | None = None,
                strict: bool = False, chunk_size: int = decode_cache.DEFAULT_CHUNK_SIZE,
@@ -140,7 +176,7 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
             # Raw pixels, not an encoded JPEG/PNG: the point is to never decode again.
-            "image": _pixels_feature(size),
+            "image": _pixels_feature(size, self.builder_config.spec),
             "label": tfds.features.ClassLabel(num_classes=self.builder_config.num_classes),
             "file_name": tfds.features.Text(),
         }),
@@ -158,6 +194,11 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     config = self.builder_config
     store = self._open_store(dl_manager)
+    spec = config.spec
+    # The data must not contradict the config (and so the feature): a DataError names both.
+    imagelist.resolve_spec(store.declaration(), channels=spec.channels, dtype=spec.dtype,
+                           keep_alpha=spec.keep_alpha,
+                           where=f"{imagelist.DECLARATION} of {store!r}")
     # 1. Every list, before any decoding: split-level errors and --strict fail in seconds.
     entries: dict[str, list[listcheck.Entry]] = {}
     list_problems: list[listcheck.Problem] = []
@@ -169,21 +210,26 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
     cache_dir = self.decode_cache_dir(dl_manager.download_dir)
     if self._strict and list_problems:
       raise imagelist.DataError(self._strict_message(list_problems, cache_dir, "in the lists"))
-    _warn_if_low_disk(sum(map(len, entries.values())) * config.image_size ** 2 * 3,
+    image_bytes = config.image_size ** 2 * spec.num_channels * np.dtype(spec.dtype).itemsize
+    _warn_if_low_disk(sum(map(len, entries.values())) * image_bytes,
                       [cache_dir, pathlib.Path(self.data_dir_root)])
     # 2. Decode (resumable: done chunks are skipped).
     chunks = {split: decode_cache.plan_chunks(store, split, entries[split], config.image_size,
-                                              self._chunk_size) for split in SPLITS}
+                                              self._chunk_size, spec=spec) for split in SPLITS}
     decode_cache.decode_chunks(cache_dir, store, [c for s in SPLITS for c in chunks[s]],
                                config.image_size, self._num_workers, progress=self._progress)
     decode_problems = []
     kept = {}
+    stats = imagelist.ChannelStats(spec.num_channels, spec.dtype)
     for split in SPLITS:
       kept[split] = 0
       for chunk in chunks[split]:
         images, _, problems = decode_cache.load_chunk(cache_dir, chunk)
         kept[split] += len(images)
         decode_problems += problems
+        if split == "train":
+          for start in range(0, len(images), 16):  # Bounded temporaries, whatever the chunk size.
+            stats.update(np.asarray(images[start:start + 16]))
     self.problems = _sorted(list_problems + decode_problems)
     if self._strict and decode_problems:
       raise imagelist.DataError(self._strict_message(self.problems, cache_dir, "after decoding"))
@@ -194,6 +240,7 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
                                   f"{self._strict_message(self.problems, cache_dir, 'in all')}")
     # self.data_path is TFDS's incomplete.* folder here: the report is renamed in with the data.
     listcheck.write_report(self.data_path / REPORT_NAME, self.problems)
+    write_channel_stats(self.data_path, spec, stats)
     self.info.metadata["skipped"] = {s: sum(p.split == s for p in self.problems) for s in SPLITS}
     return {split: self._generate_examples(cache_dir, chunks[split]) for split in SPLITS}
 
@@ -236,10 +283,32 @@ class ImagenetMini(_ImageListBuilder):
       manual_dir = pathlib.Path(dl_manager.manual_dir)
     except AssertionError as e:  # Missing or empty; the message holds the instructions.
       raise imagelist.DataError(f"no --source given and {e}") from e
-    zips = sorted(manual_dir.glob("*.zip"))
-    if len(zips) == 1 and not (manual_dir / "train.txt").exists():
-      return image_store.open_store(zips[0])
-    return image_store.open_store(manual_dir)
+    return _manual_store(manual_dir)
+
+
+def _manual_store(manual_dir: pathlib.Path) -> image_store.Store:
+  """The one zip in manual_dir, or manual_dir itself as the data folder."""
+  zips = sorted(manual_dir.glob("*.zip"))
+  if len(zips) == 1 and not (manual_dir / "train.txt").exists():
+    return image_store.open_store(zips[0])
+  return image_store.open_store(manual_dir)
+
+
+def source_spec(source: imagelist.PathLike | None, manual_dir: pathlib.Path, *, channels=None,
+                dtype: str | None = None, keep_alpha: bool | None = None) -> imagelist.ChannelSpec:
+  """What an image-list source holds: its dataset.json, with the given values filling in what it
+  leaves out (and a DataError where they contradict it). Needed before the builder exists: the
+  config, and so the stored feature, depends on it."""
+  if source is not None:
+    store = image_store.open_store(source)
+  elif manual_dir.is_dir() and any(manual_dir.iterdir()):
+    store = _manual_store(manual_dir)
+  else:
+    store = None  # The build fails later, saying where to put the data.
+  declaration = store.declaration() if store is not None else None
+  return imagelist.resolve_spec(declaration, channels=channels, dtype=dtype,
+                                keep_alpha=keep_alpha,
+                                where=f"{imagelist.DECLARATION} of {store!r}")
 
 
 class MinijaxSynthetic(_ImageListBuilder):
@@ -255,11 +324,57 @@ class MinijaxSynthetic(_ImageListBuilder):
     return image_store.DirectoryStore(root)
 
 
-def imagenet_mini_config(image_size: int) -> ImageListConfig | str:
-  """The config for `image_size`: a predefined name, or a custom config for other sizes."""
-  if image_size in IMAGENET_MINI_SIZES:
+class MinijaxMultispectral(_ImageListBuilder):
+  """The embedded multispectral set (minijax.data.multispectral): R, G, B, NIR, SWIR, decoded."""
+
+  BUILDER_CONFIGS = [_size_config(
+      32, spec=imagelist.ChannelSpec(multispectral.CHANNELS,
+                                     multispectral.default_params()["dtype"]),
+      name="32px", num_classes=multispectral.num_classes(), multispectral_params={})]
+
+  def _open_store(self, dl_manager):
+    params = self.builder_config.multispectral_params or {}
+    root = self._source or multispectral.default_multispectral_root(**params)
+    multispectral.write_multispectral_dataset(root, **params)  # No-op when already written.
+    return image_store.DirectoryStore(root)
+
+
+def imagenet_mini_config(image_size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+                         ) -> ImageListConfig | str:
+  """The config for `image_size` and `spec`: a predefined name (R,G,B at the usual sizes), or a
+  custom config, named <S>px plus spec_suffix(spec)."""
+  if image_size in IMAGENET_MINI_SIZES and spec == imagelist.ChannelSpec():
     return f"{image_size}px"
-  return _size_config(image_size)
+  return _size_config(image_size, spec)
+
+
+def multispectral_config(image_size: int, **params) -> ImageListConfig | str:
+  """As synthetic_config, for minijax_multispectral: `<S>px[_<digest of the parameters>]`."""
+  defaults = multispectral.default_params()
+  unknown = sorted(set(params) - set(defaults))
+  if unknown:
+    raise TypeError(f"unknown multispectral dataset parameters {unknown}; known: "
+                    f"{sorted(defaults)}")
+  full = {**defaults, **params}
+  if full == defaults and image_size == 32:
+    return "32px"
+  name = f"{image_size}px"
+  if full != defaults:
+    name += "_" + hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
+  spec = imagelist.ChannelSpec(multispectral.CHANNELS, full["dtype"])
+  return _size_config(image_size, spec, name=name,
+                      num_classes=multispectral.num_classes(full["num_shapes"]),
+                      multispectral_params=params)
+
+
+def write_channel_stats(folder: pathlib.Path, spec: imagelist.ChannelSpec,
+                        stats: imagelist.ChannelStats) -> None:
+  """channel_stats.json: the spec and the train split's per-channel mean/std ([0, 1] units)."""
+  mean, std = stats.mean_std()
+  record = {**spec.to_json(), "mean": list(mean), "std": list(std), "split": "train",
+            "pixels_per_channel": stats.count,
+            "units": f"pixel / {spec.max_value}, population std over all stored train pixels"}
+  (pathlib.Path(folder) / imagelist.STATS_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def synthetic_config(image_size: int, **params) -> ImageListConfig | str:

@@ -1,9 +1,11 @@
 """Random-access source over a prepared TFDS dataset (array_record), for grain.
 
-Examples come back as {'image': uint8 (S, S, 3), 'label': int32}, exactly what the image-list
-sources give, but read from pixels stored once by `python -m minijax.prepare` (no decoding).
-Reading needs no builder code: TFDS reads the dataset from its files (dataset_info.json,
-features.json), so training never imports the builders and can never start a build by accident.
+Examples come back as {'image': (S, S, C) uint8 or uint16, 'label': int32}, exactly what the
+image-list sources give, but read from pixels stored once by `python -m minijax.prepare` (no
+decoding). Reading needs no builder code: TFDS reads the dataset from its files (dataset_info.json,
+features.json), and the channel names and train statistics come from prepare's channel_stats.json
+beside them (datasets prepared before it have none: R, G, B and no statistics), so training never
+imports the builders and can never start a build by accident.
 """
 import pathlib
 import re
@@ -27,12 +29,18 @@ def prepare_command(tfds_name: str, data_dir: str | None = None) -> str:
   size_flag = f" --image_size={size.group(1)}" if size else ""
   data_dir_flag = f" --data_dir={data_dir}" if data_dir else ""
   if name == "imagenet_mini":
+    note = ("  (a source whose dataset.json declares the channels and dtype in the config name, "
+            "or pass them as --channels=... --dtype=...)" if "_" in config else "")
     return ("python -m minijax.prepare --source=/path/to/images.zip"
-            + ("" if size_flag == " --image_size=256" else size_flag) + data_dir_flag)
+            + ("" if size_flag == " --image_size=256" else size_flag) + data_dir_flag + note)
   if name == "minijax_synthetic":
     note = ("  (non-default synthetic parameters: build with minijax.prepare.prepare("
             "'synthetic', synthetic_params=...))" if "_" in config else "")
     return "python -m minijax.prepare --synthetic" + size_flag + data_dir_flag + note
+  if name == "minijax_multispectral":
+    note = ("  (non-default multispectral parameters: build with minijax.prepare.prepare("
+            "'multispectral', multispectral_params=...))" if "_" in config else "")
+    return "python -m minijax.prepare --multispectral" + size_flag + data_dir_flag + note
   if name == "fashion_mnist_idx":
     return "python -m minijax.prepare --fashion_mnist" + data_dir_flag
   return f"tfds build {name}" + data_dir_flag
@@ -54,19 +62,45 @@ def open_builder(tfds_name: str, data_dir: str | None = None) -> tfds.core.Datas
   return builder
 
 
+def dataset_stats(tfds_name: str, data_dir: str | None = None) -> dict | None:
+  """{'channels', 'dtype', 'mean', 'std'} of a prepared dataset's train split ([0, 1] units), or
+  None if it records none. DataError if it is not prepared."""
+  return imagelist.dataset_stats(open_builder(tfds_name, data_dir))
+
+
 class TfdsSource:
   """One split of a prepared TFDS dataset as a random-access grain source.
 
   Pickles as (name, split, data_dir): each worker process reopens the array_record files.
+  channels (names, or 'R,G,B,NIR'), if given, must be the dataset's: a DataError otherwise.
   """
 
   def __init__(self, tfds_name: str, split: str, data_dir: str | None = None, *,
-               image_size: int | None = None, num_classes: int | None = None):
+               image_size: int | None = None, num_classes: int | None = None, channels=None):
     self.tfds_name = tfds_name
     self.split = split
     self.data_dir = data_dir or None
     builder = open_builder(tfds_name, self.data_dir)
     self._check_features(builder, image_size, num_classes)
+    self.declaration = imagelist.declaration_of(builder)
+    image = builder.info.features["image"]
+    if self.declaration is None:  # Prepared before channel_stats.json: photos, R, G, B.
+      if image.shape[2] != len(imagelist.DEFAULT_CHANNELS):
+        raise imagelist.DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: "
+                                  f"{image.shape[2]} channels but no {imagelist.STATS_FILE} "
+                                  "naming them; prepare it again")
+      self.spec = imagelist.ChannelSpec(dtype=np.dtype(image.np_dtype).name)
+    else:
+      self.spec = self.declaration["spec"]
+    if (self.spec.num_channels, self.spec.dtype) != (image.shape[2],
+                                                     np.dtype(image.np_dtype).name):
+      raise imagelist.DataError(f"TFDS dataset {tfds_name!r}: {imagelist.STATS_FILE} says "
+                                f"{self.spec.num_channels} {self.spec.dtype} channels, the image "
+                                f"feature is {image.np_dtype} {image.shape}")
+    if channels is not None and imagelist.parse_channels(channels) != self.spec.channels:
+      raise imagelist.DataError(f"TFDS dataset {tfds_name!r} has channels "
+                                f"{','.join(self.spec.channels)}, but "
+                                f"{','.join(imagelist.parse_channels(channels))} were asked for")
     try:
       self._source = builder.as_data_source(split=split)
     except (KeyError, ValueError) as e:  # Unknown split name or bad slice.
@@ -77,11 +111,14 @@ class TfdsSource:
   def _check_features(self, builder, image_size: int | None, num_classes: int | None) -> None:
     features = builder.info.features
     image, label = features["image"], features["label"]
-    if image.np_dtype != np.uint8 or len(image.shape) != 3 or image.shape[2] != 3:
+    if np.dtype(image.np_dtype).name not in imagelist.DTYPE_MAX or len(image.shape) != 3:
       raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r}: image feature is "
-                                f"{image.np_dtype} {image.shape}, expected uint8 (S, S, 3)")
+                                f"{image.np_dtype} {image.shape}, expected uint8 or uint16 "
+                                "(S, S, C)")
     if image_size is not None and tuple(image.shape[:2]) != (image_size, image_size):
-      wanted = f"{self.tfds_name.split('/')[0]}/{image_size}px"
+      name, _, config = self.tfds_name.partition("/")
+      # Same dataset at the other size: only the leading <S>px of the config name changes.
+      wanted = f"{name}/{re.sub(r'^[0-9]+px', f'{image_size}px', config.split(':')[0])}"
       raise imagelist.DataError(
           f"TFDS dataset {self.tfds_name!r} holds {image.shape[0]}x{image.shape[1]} images but "
           f"config.data.image_size={image_size}: set config.data.tfds_name={wanted!r}, prepared "
@@ -89,6 +126,15 @@ class TfdsSource:
     if num_classes is not None and label.num_classes != num_classes:
       raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r} has {label.num_classes} "
                                 f"classes but config.data.num_classes={num_classes}")
+
+  @property
+  def channels(self) -> tuple[str, ...]:
+    return self.spec.channels
+
+  @property
+  def stats(self) -> dict | None:
+    """The train split's per-channel mean/std recorded by prepare (imagelist.dataset_stats)."""
+    return imagelist.dataset_stats(self)
 
   def _data_source(self):
     if self._source is None:  # First use after unpickling.
@@ -112,7 +158,8 @@ class TfdsSource:
 
   def __repr__(self) -> str:
     return (f"TfdsSource(tfds_name={self.tfds_name!r}, split={self.split!r}, "
-            f"data_dir={self.data_dir!r}, len={self._length})")
+            f"data_dir={self.data_dir!r}, channels={','.join(self.channels)}, "
+            f"dtype={self.spec.dtype}, len={self._length})")
 
 
 def _example(record: dict) -> dict[str, np.ndarray]:

@@ -2,11 +2,14 @@
 
 67,228,274 parameters at 256x256 and 50 classes. The first dense layer sees the flattened
 (H/8, W/8, 128) map, so unlike the other models it is tied to the spatial size it was built for.
+`weight_init` picks flax's or PyTorch's default initialisation (minijax.models.initializers).
 """
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from minijax.models import initializers
 
 
 class ImprovedCNN(nn.Module):
@@ -17,6 +20,8 @@ class ImprovedCNN(nn.Module):
   # geometry, its module then gets __call__'s extra keyword arguments. The remaining convs are then
   # auto-named Conv_0, Conv_1.
   stem: Any = None
+  # "flax" or "torch" (not `init`, which is Module.init); a stem keeps its own initialisation.
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool = False, **channels):
@@ -26,10 +31,13 @@ class ImprovedCNN(nn.Module):
         x = self.stem(features=width, kernel_size=3, strides=1, padding=1, use_bias=True,
                       dtype=self.dtype, name="stem")(x, **channels)
       else:
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
+        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                    **initializers.layer_init(self.weight_init, 9 * x.shape[-1]))(x)
       x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))  # NHWC flatten; interop permutes torch's NCHW order.
-    x = nn.relu(nn.Dense(512, dtype=self.dtype)(x))
+    x = nn.relu(nn.Dense(512, dtype=self.dtype,
+                         **initializers.layer_init(self.weight_init, x.shape[-1]))(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype,
+                 **initializers.layer_init(self.weight_init, x.shape[-1]))(x)
     return x.astype(jnp.float32)

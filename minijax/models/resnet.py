@@ -1,7 +1,8 @@
 """ResNet34 in torchvision's layout with a configurable head (21,310,322 parameters at 50 classes).
 
 Explicit torch-style paddings (not 'SAME') so that strided convs and the stem max-pool see exactly
-the pixels torchvision's do; minijax.interop relies on it for logit parity.
+the pixels torchvision's do; minijax.interop relies on it for logit parity. `weight_init="torch"`
+initialises as torchvision's resnet34() with a replaced fc does (minijax.models.initializers).
 """
 from functools import partial
 from typing import Any, Sequence
@@ -9,17 +10,21 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from minijax.models import initializers
+
 
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
                    dtype=self.dtype)
-    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                   **initializers.resnet_conv_init(self.weight_init))
     residual = x
     y = conv(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
@@ -40,6 +45,8 @@ class ResNet(nn.Module):
   # A first-layer factory replacing conv1 (a Task 1 stem): called with conv1's geometry, and its
   # module then gets __call__'s extra keyword arguments (e.g. channel ids).
   stem: Any = None
+  # "flax" or "torch" (not `init`, which is Module.init); a stem keeps its own initialisation.
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool = False, **channels):
@@ -49,7 +56,8 @@ class ResNet(nn.Module):
                     dtype=self.dtype, name="stem")(x, **channels)
     else:
       x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype, name="conv1")(x)
+                  dtype=self.dtype, name="conv1",
+                  **initializers.resnet_conv_init(self.weight_init))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
@@ -58,9 +66,11 @@ class ResNet(nn.Module):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(self.width * 2**stage, strides, dtype=self.dtype,
-                       name=f"layer{stage + 1}_{block}")(x, train)
+                       weight_init=self.weight_init, name=f"layer{stage + 1}_{block}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    # The seed replaced torchvision's fc by a fresh nn.Linear: PyTorch's Linear default.
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
+                 **initializers.layer_init(self.weight_init, x.shape[-1]))(x)
     return x.astype(jnp.float32)
 
 

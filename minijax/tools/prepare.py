@@ -1,8 +1,9 @@
-r"""Prepare a dataset once: every image decoded to uint8 pixels in a TFDS array_record dataset.
+r"""Prepare a dataset once: every image decoded to pixels in a TFDS array_record dataset.
 
   python -m minijax.prepare --source=/path/to/images.zip [--data_dir=DIR] [--image_size=256] \
-      [--num_workers=N] [--strict]
+      [--num_workers=N] [--strict] [--channels=R,G,B,NIR --dtype=uint16 --keep_alpha]
   python -m minijax.prepare --synthetic [--image_size=32]      # the embedded synthetic set
+  python -m minijax.prepare --multispectral [--image_size=32]  # the embedded R,G,B,NIR,SWIR set
   python -m minijax.prepare --fashion_mnist [--source=DIR]     # IDX files; default: the Debian
                                                                # package dataset-fashion-mnist
 
@@ -18,8 +19,18 @@ cache, if kept). Bad entries (unreadable, missing, bad label, duplicate, path ou
 ...) are skipped and listed in skipped.tsv in the dataset folder; --strict fails instead, naming
 them, and checks the lists before any decoding.
 
-Disk: pixels are stored raw, S*S*3 bytes per image: ImageNet-mini at 256 px is 12.6 GB, and the
-build needs about 3x that until it ends (decode cache, TFDS's shuffle buckets, the output).
+Channels: an image-list folder (or zip) may declare its channels in a dataset.json beside the lists
+(see minijax.data.imagelist), e.g. R,G,B,NIR of uint16 in .npy or TIFF files; --channels, --dtype
+and --keep_alpha declare them for a folder without one (and must agree with one that has it).
+Every file must have that many channels, or it is skipped (--strict: fails) naming its count. The
+stored images are (S, S, C) of that dtype (uint16 kept as uint16), and the per-channel mean/std of
+all decoded train images ([0, 1] units: pixel / 255 or / 65535; with max_examples_per_split still
+over all of them) go to channel_stats.json in the dataset folder, read with
+minijax.data.tfds_source.dataset_stats. Fashion-MNIST records none (its config sets its own).
+
+Disk: pixels are stored raw, S*S*C bytes per image (x2 for uint16): ImageNet-mini at 256 px is
+12.6 GB, and the build needs about 3x that until it ends (decode cache, TFDS's shuffle buckets, the
+output).
 
 Then train with --config.data.name=tfds --config.data.tfds_name=<printed name>
 [--config.data.data_dir=DIR].
@@ -48,12 +59,19 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
   flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
   flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
+  flags.DEFINE_boolean("multispectral", False, "Prepare the embedded multispectral dataset.")
+  flags.DEFINE_string("channels", None, "Channel names of an image-list source without a "
+                      "dataset.json, e.g. R,G,B,NIR (default R,G,B).")
+  flags.DEFINE_enum("dtype", None, ["uint8", "uint16"], "Pixel type of such a source "
+                    "(default uint8).")
+  flags.DEFINE_boolean("keep_alpha", None, "Keep PNG alpha as a 4th channel (default: composite "
+                       "over black).")
   flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
   flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
   flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
 
 
-KINDS = ("imagenet_mini", "synthetic", "fashion_mnist")
+KINDS = ("imagenet_mini", "synthetic", "multispectral", "fashion_mnist")
 
 
 @dataclasses.dataclass
@@ -64,6 +82,7 @@ class Prepared:
   num_examples: dict[str, int]
   problems: list[listcheck.Problem]
   report: pathlib.Path | None
+  stats: dict | None = None  # imagelist.dataset_stats of the dataset: channels, dtype, mean, std.
 
 
 def detect_kind(source: str | None) -> str:
@@ -78,10 +97,22 @@ def detect_kind(source: str | None) -> str:
 def make_builder(kind: str, *, source=None, data_dir=None, image_size: int | None = None,
                  num_workers: int | None = None, strict: bool = False,
                  chunk_size: int | None = None,
-                 progress: bool = True, synthetic_params: dict | None = None):
-  """The TFDS builder for `kind` (one of KINDS)."""
+                 progress: bool = True, synthetic_params: dict | None = None,
+                 multispectral_params: dict | None = None, channels=None,
+                 dtype: str | None = None, keep_alpha: bool | None = None):
+  """The TFDS builder for `kind` (one of KINDS). channels ('R,G,B,NIR' or names), dtype and
+  keep_alpha apply to imagenet_mini (any image-list source): see the module docstring."""
   from minijax.data import decode_cache, tfds_builders  # pylint: disable=import-outside-toplevel
   data_dir = str(pathlib.Path(data_dir).expanduser()) if data_dir else None
+  layout = {"channels": channels, "dtype": dtype, "keep_alpha": keep_alpha}
+  given = sorted(k for k, v in layout.items() if v is not None)
+  if given and kind != "imagenet_mini":
+    raise ValueError(f"{given} only apply to an image-list source (kind='imagenet_mini'); "
+                     f"{kind} has its own channels")
+  if synthetic_params and kind != "synthetic":
+    raise ValueError("synthetic_params only apply to kind='synthetic'")
+  if multispectral_params and kind != "multispectral":
+    raise ValueError("multispectral_params only apply to kind='multispectral'")
   if kind == "fashion_mnist":
     if image_size not in (None, 28):
       raise imagelist.DataError(f"Fashion-MNIST is prepared at 28x28 only, not image_size="
@@ -92,10 +123,13 @@ def make_builder(kind: str, *, source=None, data_dir=None, image_size: int | Non
   if kind == "synthetic":
     config = tfds_builders.synthetic_config(image_size or 32, **(synthetic_params or {}))
     return tfds_builders.MinijaxSynthetic(config=config, **options)
+  if kind == "multispectral":
+    config = tfds_builders.multispectral_config(image_size or 32, **(multispectral_params or {}))
+    return tfds_builders.MinijaxMultispectral(config=config, **options)
   if kind == "imagenet_mini":
-    if synthetic_params:
-      raise ValueError("synthetic_params only apply to kind='synthetic'")
-    config = tfds_builders.imagenet_mini_config(image_size or 256)
+    manual_dir = pathlib.Path(data_dir or _default_data_dir()) / "downloads" / "manual"
+    spec = tfds_builders.source_spec(source, manual_dir, **layout)
+    config = tfds_builders.imagenet_mini_config(image_size or 256, spec)
     return tfds_builders.ImagenetMini(config=config, **options)
   raise ValueError(f"unknown kind {kind!r}; choose from {KINDS}")
 
@@ -126,7 +160,8 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
       tfds_name=f"{builder.name}/{builder.builder_config.name}",
       dataset_dir=dataset_dir, data_dir=str(builder.data_dir_root),
       num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
-      problems=problems, report=report if report.is_file() else None)
+      problems=problems, report=report if report.is_file() else None,
+      stats=imagelist.dataset_stats(dataset_dir))
 
 
 def reason_kind(reason: str) -> str:
@@ -142,6 +177,11 @@ def summary(prepared: Prepared) -> str:
                + (f"; report: {prepared.report}" if prepared.report else ""))
   counts = collections.Counter(reason_kind(p.reason) for p in prepared.problems)
   lines += [f"    {count:6d}  {kind}" for kind, count in counts.most_common()]
+  if prepared.stats:
+    stats = prepared.stats
+    lines.append(f"  channels {','.join(stats['channels'])} ({stats['dtype']}); train mean/std: "
+                 + ", ".join(f"{name} {m:.4f}/{s:.4f}" for name, m, s
+                             in zip(stats["channels"], stats["mean"], stats["std"])))
   data_dir_flag = ("" if prepared.data_dir == _default_data_dir()
                    else f" --config.data.data_dir={prepared.data_dir}")
   lines.append("Train on it with:\n  --config.data.name=tfds "
@@ -160,21 +200,29 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every step at INFO.
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
-  if flags.FLAGS.synthetic and flags.FLAGS.fashion_mnist:
-    raise app.UsageError("choose one of --synthetic and --fashion_mnist")
-  if flags.FLAGS.synthetic:
+  chosen = [name for name in ("synthetic", "multispectral", "fashion_mnist")
+            if flags.FLAGS[name].value]
+  if len(chosen) > 1:
+    raise app.UsageError(f"choose one of --{' and --'.join(chosen)}")
+  layout = {"channels": flags.FLAGS.channels, "dtype": flags.FLAGS.dtype,
+            "keep_alpha": flags.FLAGS.keep_alpha}
+  if chosen and any(v is not None for v in layout.values()):
+    raise app.UsageError(f"--{chosen[0]} has its own channels; drop --channels, --dtype and "
+                         "--keep_alpha")
+  if flags.FLAGS.synthetic or flags.FLAGS.multispectral:
     if flags.FLAGS.source:
-      raise app.UsageError("--synthetic writes its own files; drop --source")
-    kind = "synthetic"
+      raise app.UsageError(f"--{chosen[0]} writes its own files; drop --source")
+    kind = chosen[0]
   elif flags.FLAGS.fashion_mnist:
     kind = "fashion_mnist"
   else:
     kind = detect_kind(flags.FLAGS.source)
   try:
+    layout = {k: v for k, v in layout.items() if v is not None}
     prepared = prepare(kind, source=flags.FLAGS.source, data_dir=flags.FLAGS.data_dir,
                        image_size=flags.FLAGS.image_size, num_workers=flags.FLAGS.num_workers,
                        strict=flags.FLAGS.strict, keep_cache=flags.FLAGS.keep_cache,
-                       overwrite=flags.FLAGS.overwrite)
+                       overwrite=flags.FLAGS.overwrite, **layout)
   except imagelist.DataError as error:
     sys.exit(f"prepare failed: {error}")
   except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """PyTorch interop: load the seed project's .pth checkpoints into minijax's Flax models.
 
 Converting a torch state_dict proves that the Flax ports compute the same function as the seed's
-PyTorch models (see tests/test_interop.py) and lets the seed's trained weights be evaluated or
-fine-tuned here.
+PyTorch models (see tests/test_interop.py) and lets the seed's trained weights be evaluated here
+or teach a distillation run.
 
   python -m minijax.interop --model=complexcnn --pth=best_model.pth --workdir=/tmp/converted
 
@@ -14,13 +14,23 @@ Layout conversions (torch -> flax):
 ImprovedCNN's fc1 consumes a flattened feature map: torch flattens (C, H, W), Flax (H, W, C), so
 the input dimension of that kernel is permuted too.
 
+Keys of modules that the seed's __init__ builds but its forward never calls are ignored, with a
+warning naming them: the seed's ComplexCNN has a SelfAttention(128) (`attention.*`, 7 keys) whose
+call is commented out, so every state_dict it saved carries them. Any other key that has no place
+in the model is refused, since it might change the function.
+
+A converted workdir holds the trainer's variables layout ({'params', 'batch_stats'}, the latter
+empty for the plain CNNs) and a config.json of the model, so `--mode=evaluate` restores it and a
+distillation run (config.recipe.distill_workdir) can use it as its teacher.
+
 torch is optional (pip install -e '.[torch]'): only load_torch_checkpoint and the CLI need it;
 torch_to_flax_variables also accepts numpy arrays.
 """
+import pathlib
 import re
 from typing import Any, Callable, Mapping
 
-from absl import app, flags
+from absl import app, flags, logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -39,13 +49,27 @@ _DATA_PARALLEL_PREFIX = "module."
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
+# Modules that the seed's __init__ builds and its forward never calls: model -> (exact keys, why).
+# They hold no part of the function, so a state_dict may carry them.
+_UNUSED_MODULE_KEYS: dict[str, tuple[frozenset[str], str]] = {
+    "complexcnn": (
+        frozenset(f"attention.{conv}.{leaf}" for conv in ("query_conv", "key_conv", "value_conv")
+                  for leaf in ("weight", "bias")) | {"attention.gamma"},
+        "the seed's ComplexCNN builds SelfAttention(128) as `attention` but its forward does not "
+        "call it (commented out, 'out of memory')"),
+}
+# SelfAttention returns gamma * attention(x) + x; gamma starts at 0 and gets a gradient only when
+# the module is called, so a non-zero gamma means a forward that used it: those weights matter.
+_UNUSED_IF_ZERO = {"complexcnn": "attention.gamma"}
+
+
 # ----------------------------------------------------------------------------------------------
 # Module names: Flax module path -> torch module name, one function per architecture.
 # They map in this direction because the template lists every leaf that has to be filled.
 
 
 def _improved_cnn_module(path: FlaxPath) -> str | None:
-  # The Flax port keeps linen's auto names (Conv_0.., Dense_0..); the seed named them conv1.., fc1...
+  # The Flax port keeps linen's auto names (Conv_0.., Dense_0..); the seed named them conv1.., fc1..
   names = {"Conv_0": "conv1", "Conv_1": "conv2", "Conv_2": "conv3", "Dense_0": "fc1",
            "Dense_1": "fc2"}
   return names.get(path[0]) if len(path) == 1 else None
@@ -138,7 +162,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-  """Strips {'state_dict' | 'model_state_dict' | 'model': ...} wrappers and DataParallel's 'module.' prefix."""
+  """Strips {'state_dict' | 'model_state_dict' | 'model': ...} wrappers and DataParallel's
+  'module.' prefix."""
   state_dict: Any = checkpoint
   while isinstance(state_dict, Mapping):
     wrapped = next((state_dict[k] for k in _WRAPPER_KEYS
@@ -156,8 +181,26 @@ def _unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
   return unwrapped
 
 
+def _split_unused(model_name: str, tensors: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+  """(tensors without the keys of never-called modules, those keys); refuses a used one."""
+  keys, _ = _UNUSED_MODULE_KEYS.get(model_name, (frozenset(), ""))
+  unused = sorted(k for k in tensors if k in keys)
+  gate = _UNUSED_IF_ZERO.get(model_name)
+  if gate in tensors and np.any(_to_numpy(tensors[gate]) != 0):
+    raise ValueError(
+        f"{model_name}: {gate} = {_to_numpy(tensors[gate]).ravel().tolist()} is not 0: this "
+        "checkpoint was trained with a forward that calls the self-attention, which the seed's "
+        "released ComplexCNN (and minijax's) does not have; its weights cannot be dropped")
+  return {k: v for k, v in tensors.items() if k not in keys}, unused
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API.
+
+
+def unused_keys(model_name: str, state_dict: Mapping[str, Any]) -> list[str]:
+  """The state_dict keys that torch_to_flax_variables ignores (modules the forward never calls)."""
+  return _split_unused(model_name, _unwrap_state_dict(state_dict))[1]
 
 
 def torch_to_flax_variables(model_name: str, state_dict: Mapping[str, Any],
@@ -174,14 +217,21 @@ def torch_to_flax_variables(model_name: str, state_dict: Mapping[str, Any],
   Returns:
     A plain nested dict {'params': ..., ['batch_stats': ...]} of jax arrays.
 
+  Keys of modules the seed's forward never calls (unused_keys) are skipped, with a warning.
+
   Raises:
     ValueError: unknown model, state_dict keys left unused or template leaves left unfilled (all
-      are listed), or a shape that does not match the template (key and both shapes named).
+      are listed), a shape that does not match the template (key and both shapes named), or a
+      never-called module whose weights show that it was called after all.
   """
   if model_name not in _MODULE_NAMERS:
     raise ValueError(f"unknown model {model_name!r}; known: {sorted(_MODULE_NAMERS)}")
   module_name = _MODULE_NAMERS[model_name]
-  tensors = _unwrap_state_dict(state_dict)
+  tensors, unused = _split_unused(model_name, _unwrap_state_dict(state_dict))
+  if unused:
+    logging.warning("%s: ignoring %d state_dict keys of a module the forward never calls (%s): "
+                    "%s", model_name, len(unused), _UNUSED_MODULE_KEYS[model_name][1],
+                    ", ".join(unused))
   template = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables_template))
 
   # Which torch key fills which template leaf.
@@ -242,23 +292,50 @@ def variables_template(model_name: str, image_size: int, num_classes: int, in_ch
   return model, template
 
 
+def _write_config(workdir, model_name: str, image_size: int, num_classes: int) -> None:
+  """config.json of the model the weights belong to, as a training workdir has (recipe reads it)."""
+  from minijax import config_lib  # pylint: disable=import-outside-toplevel
+
+  config = config_lib.base_config(model_name)
+  config.data.image_size = image_size
+  config.data.num_classes = num_classes
+  path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(config.to_json_best_effort(indent=2))
+
+
 def convert_checkpoint(model_name: str, pth_path, workdir, image_size: int = 256,
                        num_classes: int = 50, in_channels: int = 3):
   """Converts a seed .pth into a minijax pretrained workdir; returns where it was written."""
+  return _convert_checkpoint(model_name, pth_path, workdir, image_size, num_classes,
+                             in_channels)[0]
+
+
+def _convert_checkpoint(model_name, pth_path, workdir, image_size, num_classes, in_channels):
+  """(checkpoint path, ignored keys)."""
   from minijax import checkpointing  # pylint: disable=import-outside-toplevel
 
   _, template = variables_template(model_name, image_size, num_classes, in_channels)
-  variables = torch_to_flax_variables(model_name, load_torch_checkpoint(pth_path), template)
+  state_dict = load_torch_checkpoint(pth_path)
+  variables = torch_to_flax_variables(model_name, state_dict, template)
+  ignored = unused_keys(model_name, state_dict)
+  # The trainer's layout: evaluation and resume restore {'params', 'batch_stats'} even when the
+  # model has no BatchNorm, and orbax refuses a checkpoint that lacks an item of the template.
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   metadata = {"model": model_name, "image_size": image_size, "num_classes": num_classes,
               "in_channels": in_channels, "dtype": "float32", "source": str(pth_path),
-              "converted_from": "pytorch"}
-  return checkpointing.save_pretrained(workdir, variables, metadata)
+              "converted_from": "pytorch", "ignored_keys": ignored}
+  written = checkpointing.save_pretrained(workdir, variables, metadata)
+  _write_config(workdir, model_name, image_size, num_classes)
+  return written, ignored
 
 
 def main(argv) -> None:
   del argv
-  written = convert_checkpoint(FLAGS.model, FLAGS.pth, FLAGS.workdir, FLAGS.image_size,
-                               FLAGS.num_classes, FLAGS.in_channels)
+  written, ignored = _convert_checkpoint(FLAGS.model, FLAGS.pth, FLAGS.workdir,
+                                         FLAGS.image_size, FLAGS.num_classes, FLAGS.in_channels)
+  if ignored:
+    print(f"Ignored {len(ignored)} keys of a module the forward never calls: {', '.join(ignored)}")
   print(f"Converted {FLAGS.pth} ({FLAGS.model}) to minijax variables at {written}")
 
 
