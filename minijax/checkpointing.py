@@ -74,8 +74,12 @@ def step_path(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
   return pathlib.Path(str(manager.directory)) / str(step)
 
 
+def has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
+  return (step_path(manager, step) / item).is_dir()
+
+
 def has_ema(manager: ocp.CheckpointManager, step: int) -> bool:
-  return (step_path(manager, step) / "ema").is_dir()
+  return has_item(manager, step, "ema")
 
 
 CHECKSUMS = "minijax_checksums.json"

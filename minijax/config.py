@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.label_smoothing = 0.0
 
+  # A workdir (e.g. weights converted by minijax.tools.torch_interop) whose best checkpoint's
+  # weights start training; used only when this run's workdir has no checkpoint yet.
+  config.init_from = ""
+
   config.batch_size = 64  # Global, over all devices and processes.
   config.num_epochs = 25
   config.log_every_steps = 50
@@ -103,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.split = "test"
   config.eval.batch_size = 64
   config.eval.channel_subsets = ()  # Empty: every non-empty subset of data.channels.
+  # > 0: also report each subset's accuracy under the seed's own test protocol, random flip +
+  # rotation (minijax.data.seed_protocol), as mean and spread over this many draws.
+  config.eval.seed_protocol_draws = 0
   return config
 
 
@@ -238,6 +245,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
   _validate_optimizer(config)
   if not 0 <= config.loss.label_smoothing < 1:
     raise ConfigError("loss.label_smoothing", config.loss.label_smoothing, "must be in [0, 1)")
+  if config.init_from and not (pathlib.Path(config.init_from).expanduser()
+                               / "checkpoints").is_dir():
+    raise ConfigError("init_from", config.init_from, "no checkpoints/ there: point it at a "
+                      "training workdir or one written by minijax.tools.torch_interop")
+  draws = config.eval.seed_protocol_draws
+  if not isinstance(draws, int) or isinstance(draws, bool) or draws < 0:
+    raise ConfigError("eval.seed_protocol_draws", draws, "must be an integer >= 0 (0 = off)")
   if not 0 <= config.ema_decay < 1:
     raise ConfigError("ema_decay", config.ema_decay, "must be in [0, 1) (0 = off)")
 

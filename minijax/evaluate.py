@@ -4,6 +4,7 @@ minijax.report, not here).
 """
 import functools
 import logging
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import numpy as np
 import optax
 
 from minijax import checkpointing, config as config_lib, metrics, models, sharding
-from minijax.data import pipeline
+from minijax.data import pipeline, seed_protocol
 
 
 class Evaluator:
@@ -23,17 +24,23 @@ class Evaluator:
     self._batch_size = batch_size
     self._steps = {}
 
-  def _step(self, subset: str):
-    if subset not in self._steps:
+  def _step(self, subset: str, protocol: bool):
+    if (subset, protocol) not in self._steps:
       inputs_fn = self._experiment.eval_inputs(subset)
-      self._steps[subset] = jax.jit(
+      self._steps[subset, protocol] = jax.jit(
           functools.partial(_eval_step, model=self._experiment.model,
-                            preprocess=self._experiment.preprocess, inputs_fn=inputs_fn),
+                            preprocess=self._experiment.preprocess, inputs_fn=inputs_fn,
+                            protocol=protocol),
           out_shardings=sharding.replicated(self._mesh))
-    return self._steps[subset]
+    return self._steps[subset, protocol]
 
-  def evaluate(self, variables, images: np.ndarray, labels: np.ndarray, subset: str) -> dict:
-    """{'loss', 'accuracy', 'predictions'} over all of images (padded to whole batches)."""
+  def evaluate(self, variables, images: np.ndarray, labels: np.ndarray, subset: str,
+               protocol_key: jax.Array | None = None) -> dict:
+    """{'loss', 'accuracy', 'predictions'} over all of images (padded to whole batches).
+
+    protocol_key: apply one draw of the seed's random test-time flip + rotation
+    (minijax.data.seed_protocol), each image's drawn from this key and its index in the split.
+    """
     batch_size = self._batch_size
     count = len(images)
     padded = -(-count // batch_size) * batch_size
@@ -45,13 +52,16 @@ class Evaluator:
     share = batch_size // jax.process_count()
     first = jax.process_index() * share
     batch_sharding = sharding.batch_sharded(self._mesh)
-    step = self._step(subset)
+    step = self._step(subset, protocol_key is not None)
+    key = jax.random.key(0) if protocol_key is None else protocol_key
+    example_ids = np.arange(padded, dtype=np.int32)
     outputs = []
     for start in range(0, padded, batch_size):
       local = slice(start + first, start + first + share)
       batch = {name: jax.make_array_from_process_local_data(batch_sharding, array[local])
-               for name, array in (("image", images), ("label", labels), ("mask", mask))}
-      outputs.append(step(variables, batch))
+               for name, array in (("image", images), ("label", labels), ("mask", mask),
+                                   ("index", example_ids))}
+      outputs.append(step(variables, batch, key))
     outputs = jax.device_get(outputs)
     predictions = np.concatenate([o["predictions"] for o in outputs])[:count]
     loss = float(sum(o["loss_sum"] for o in outputs)) / count
@@ -59,8 +69,12 @@ class Evaluator:
             "predictions": predictions}
 
 
-def _eval_step(variables, batch, *, model, preprocess, inputs_fn):
-  inputs, model_kwargs = inputs_fn(preprocess(batch["image"]))
+def _eval_step(variables, batch, key, *, model, preprocess, inputs_fn, protocol: bool):
+  transform = None
+  if protocol:
+    flips, angles = seed_protocol.draw_per_example(key, batch["index"])
+    transform = lambda images: seed_protocol.flip_rotate(images, flips, angles)  # noqa: E731
+  inputs, model_kwargs = inputs_fn(preprocess(batch["image"], transform))
   logits = model.apply(variables, inputs, train=False, **model_kwargs)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   return {"loss_sum": jnp.sum(losses * batch["mask"]), "predictions": jnp.argmax(logits, -1)}
@@ -94,10 +108,18 @@ def evaluate_workdir(config, workdir, experiment, mesh) -> dict:
     result = evaluator.evaluate(variables, images, labels, subset)
     scores = metrics.classification_scores(labels, result["predictions"],
                                            config.data.num_classes)
-    rows.append({"channels": subset, "accuracy": scores["accuracy"], "loss": result["loss"],
-                 "precision_macro": scores["precision_macro"],
-                 "recall_macro": scores["recall_macro"], "f1_macro": scores["f1_macro"],
-                 "scores": scores})
+    row = {"channels": subset, "accuracy": scores["accuracy"], "loss": result["loss"],
+           "precision_macro": scores["precision_macro"], "recall_macro": scores["recall_macro"],
+           "f1_macro": scores["f1_macro"], "scores": scores}
+    if config.eval.seed_protocol_draws:
+      # The seed draws anew for every channel combination (a new dataset per subset in test.py).
+      key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
+      draws = [evaluator.evaluate(variables, images, labels, subset,
+                                  jax.random.fold_in(key, d))["accuracy"]
+               for d in range(config.eval.seed_protocol_draws)]
+      row["seed_protocol"] = {"draws": len(draws), "accuracy_mean": float(np.mean(draws)),
+                              "accuracy_std": float(np.std(draws)), "accuracies": draws}
+    rows.append(row)
     logging.info("%s %-3s accuracy %.4f", config.eval.split, subset, scores["accuracy"])
   return {"checkpoint_step": meta.get("step"), "weights": meta["weights"],
           "split": config.eval.split, "num_examples": int(len(labels)), "channels": rows}

@@ -8,6 +8,7 @@ This file is kept short on purpose: it parses flags, starts the distributed runt
 (minijax.distributed), and runs config -> experiment -> train -> evaluate -> report, turning the
 library's errors into one-line messages.
 """
+import os
 import pathlib
 import sys
 
@@ -40,6 +41,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank, 0..
 _LOCAL_DEVICE_IDS = flags.DEFINE_list(
     "local_device_ids", None, "GPU ids this process drives, e.g. 0,1 (default: JAX's choice; "
     "under SLURM/Open MPI the GPU of the node-local rank).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", None, "JAX's persistent compilation cache: reruns and resumes skip "
+    "XLA compilation. Default $MINIJAX_COMPILATION_CACHE_DIR, else "
+    "~/.cache/minijax/jax_compilation_cache; '' (or MINIJAX_COMPILATION_CACHE_DIR='') turns it off.")
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "A process silent this long counts as dead; the others end "
     "(non-zero) instead of waiting for it.", lower_bound=1)
@@ -54,6 +59,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and grain are chatty at INFO; -v 0 shows it.
+  enable_compilation_cache(_COMPILATION_CACHE.value)
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value, _LOCAL_DEVICE_IDS.value, _HEARTBEAT.value,
                          _INIT_TIMEOUT.value)
@@ -68,6 +74,18 @@ def main(argv):
     if isinstance(error, SystemExit) and error.code in (None, 0):
       raise
     distributed.fail_fast(error)
+
+
+def enable_compilation_cache(path: str | None) -> None:
+  """Points JAX's persistent compilation cache at `path` (None: the default folder, '': off)."""
+  if path is None:
+    path = os.environ.get("MINIJAX_COMPILATION_CACHE_DIR",
+                          str(pathlib.Path.home() / ".cache" / "minijax" / "jax_compilation_cache"))
+  if not path:
+    return
+  jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(path).expanduser()))
+  # Every step function is worth keeping: even a 1 s CPU compile is paid on every rerun.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def run() -> None:

@@ -317,7 +317,22 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
   workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpointing.make_manager(workdir, config.checkpoint_keep_best)
   resumed_from = None
-  if manager.latest_step() is not None:
+  latest = manager.latest_step()
+  init_from = None
+  if latest is not None and not checkpointing.has_item(manager, latest, "optimizer"):
+    init_from = workdir  # Converted weights (minijax.tools.torch_interop): an init, not a resume.
+  elif latest is None and config.init_from:
+    init_from = pathlib.Path(config.init_from).expanduser()
+  if init_from is not None:
+    variables, meta = checkpointing.load_pretrained(init_from, state.variables, use_ema=False)
+    state = jax.device_put(state.replace(
+        params=variables["params"], batch_stats=variables["batch_stats"],
+        opt_state=state.tx.init(variables["params"]),
+        ema_params=variables["params"] if state.ema_params is not None else None),
+        sharding.replicated(mesh))
+    if is_main:
+      print(f"initialised from {init_from} (checkpoint step {meta['step']})", flush=True)
+  elif latest is not None:
     step, restored = checkpointing.restore_latest_good(
         manager, state.variables, state.opt_state, state.ema_params)
     start = resume_step(restored["meta"], config, steps_per_epoch)

@@ -134,3 +134,32 @@ def test_missing_dataset_fails_within_seconds_saying_where(tmp_path):
   assert str(tmp_path / "nowhere") in result.stderr
   assert "train.txt" in result.stderr and "minijax.tools.prepare" in result.stderr
   assert time.monotonic() - start < 30
+
+
+def test_a_run_can_start_from_another_workdirs_weights(tmp_path):
+  config = tiny_config(num_epochs=1)
+  main.run_experiment(config, tmp_path / "first")
+  trained, _ = checkpointing.load_pretrained(tmp_path / "first")
+  # A learning rate so small that the weights stay where they started.
+  start = tiny_config(num_epochs=1, init_from=str(tmp_path / "first"),
+                      **{"optimizer.learning_rate": 1e-12})
+  main.run_experiment(start, tmp_path / "second")
+  after, _ = checkpointing.load_pretrained(tmp_path / "second")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), trained["params"],
+               after["params"])
+  own_init = jax.jit(experiment.build(start).init_variables)(jax.random.split(
+      jax.random.key(start.seed))[0])
+  assert not np.allclose(jax.tree.leaves(own_init["params"])[0],
+                         jax.tree.leaves(trained["params"])[0])  # So the test can tell them apart.
+
+
+def test_converted_weights_train_in_place(tmp_path):
+  config = tiny_config(num_epochs=1, **{"optimizer.learning_rate": 1e-12})
+  exp = experiment.build(config)
+  variables = jax.jit(exp.init_variables)(jax.random.key(42))  # Not the run's own init (seed 0).
+  checkpointing.save_pretrained(tmp_path, variables, {"converted_from": "test"})
+  main.run_experiment(config, tmp_path)
+  after, meta = checkpointing.load_pretrained(tmp_path)
+  assert meta["step"] == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), variables["params"],
+               after["params"])

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from minijax.data import seed_protocol
+
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
 BatchAugment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -34,10 +36,13 @@ def random_flip(rng: jax.Array, images: jax.Array) -> jax.Array:
 
 
 def rotate(images: jax.Array, angles: jax.Array, interpolation: str = "bilinear") -> jax.Array:
-  """Rotates each image about its centre by angles (radians), zeros outside.
+  """Rotates each image about its centre by angles (radians), counter-clockwise, zeros outside.
 
-  'nearest' is torchvision RandomRotation's default (the seed's); 'bilinear' is smoother.
+  'nearest' is torchvision RandomRotation's default on the seed's PIL images, computed as PIL does
+  (minijax.data.seed_protocol); 'bilinear' is smoother.
   """
+  if interpolation == "nearest":
+    return jax.vmap(seed_protocol.rotate_nearest)(images, angles * (180.0 / math.pi))
   _, height, width, _ = images.shape
   ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
                         jnp.arange(width, dtype=jnp.float32), indexing="ij")
@@ -54,14 +59,12 @@ def rotate(images: jax.Array, angles: jax.Array, interpolation: str = "bilinear"
     # Inverse mapping: output pixel -> source location.
     src_x = cos * (xs - cx) - sin * (ys - cy) + cx
     src_y = sin * (xs - cx) + cos * (ys - cy) + cy
-    if interpolation == "nearest":
-      return tap(image, jnp.round(src_y), jnp.round(src_x))
     x0, y0 = jnp.floor(src_x), jnp.floor(src_y)
     wx, wy = (src_x - x0)[..., None], (src_y - y0)[..., None]
     return ((1 - wy) * ((1 - wx) * tap(image, y0, x0) + wx * tap(image, y0, x0 + 1))
             + wy * ((1 - wx) * tap(image, y0 + 1, x0) + wx * tap(image, y0 + 1, x0 + 1)))
 
-  if interpolation not in ("nearest", "bilinear"):
+  if interpolation != "bilinear":
     raise ValueError(f"interpolation={interpolation!r}: choose 'nearest' or 'bilinear'")
   return jax.vmap(rotate_one)(images, angles)
 
@@ -90,10 +93,18 @@ def make_augment(input_config) -> Augment:
   return augment
 
 
-def make_preprocess(input_config) -> Callable[[jax.Array], jax.Array]:
-  """uint8 images -> normalised float images, no augmentation (evaluation)."""
+def make_preprocess(input_config) -> Callable[..., jax.Array]:
+  """uint8 images -> normalised float images (evaluation): no augmentation, or `pixel_transform`
+  of the [0, 1] images before normalisation (the seed's test-time protocol)."""
   mean, std = tuple(input_config.mean), tuple(input_config.std)
-  return lambda images_u8: normalize(to_unit_float(images_u8), mean, std)
+
+  def preprocess(images_u8, pixel_transform=None):
+    images = to_unit_float(images_u8)
+    if pixel_transform is not None:
+      images = pixel_transform(images)
+    return normalize(images, mean, std)
+
+  return preprocess
 
 
 # ------------------------------------------------------------------------- batch augmentation

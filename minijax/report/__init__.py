@@ -18,7 +18,8 @@ ROW_FIELDS = ("channels", "accuracy", "loss", "precision_macro", "recall_macro",
 def results_json(results: dict) -> dict:
   """The JSON-able part of evaluate.evaluate_workdir's results (per-class arrays left out)."""
   return {**{k: v for k, v in results.items() if k not in ("channels", "report_dir")},
-          "channels": [{k: row[k] for k in ROW_FIELDS} for row in results["channels"]]}
+          "channels": [{k: row[k] for k in ROW_FIELDS + ("seed_protocol",) if k in row}
+                       for row in results["channels"]]}
 
 
 def write(report_dir, results: dict, records: list[dict]) -> pathlib.Path:
@@ -29,15 +30,28 @@ def write(report_dir, results: dict, records: list[dict]) -> pathlib.Path:
   rows = summary["channels"]
   split = results["split"]
   (report / "results.json").write_text(json.dumps(summary, indent=2))
+  protocol = "seed_protocol" in rows[0]
+  extra = ("seed_protocol_mean", "seed_protocol_std") if protocol else ()
   with open(report / "channel_accuracy.csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(ROW_FIELDS))
+    writer = csv.DictWriter(f, fieldnames=list(ROW_FIELDS + extra))
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:
+      writer.writerow({**{k: row[k] for k in ROW_FIELDS}, **(
+          {"seed_protocol_mean": row["seed_protocol"]["accuracy_mean"],
+           "seed_protocol_std": row["seed_protocol"]["accuracy_std"]} if protocol else {})})
+  header = "| channels | accuracy % | precision | recall | F1 | loss |"
+  if protocol:
+    header += f" seed's protocol % (mean ± std of {rows[0]['seed_protocol']['draws']} draws) |"
   lines = [f"{split} split, {results['num_examples']} images, best checkpoint "
            f"(step {results['checkpoint_step']}, {results.get('weights', 'raw')} weights)", "",
-           "| channels | accuracy % | precision | recall | F1 | loss |", "|---|---|---|---|---|---|"]
-  lines += [f"| {r['channels']} | {100 * r['accuracy']:.2f} | {r['precision_macro']:.3f} | "
-            f"{r['recall_macro']:.3f} | {r['f1_macro']:.3f} | {r['loss']:.4f} |" for r in rows]
+           header, "|" + "---|" * (header.count("|") - 1)]
+  for r in rows:
+    line = (f"| {r['channels']} | {100 * r['accuracy']:.2f} | {r['precision_macro']:.3f} | "
+            f"{r['recall_macro']:.3f} | {r['f1_macro']:.3f} | {r['loss']:.4f} |")
+    if protocol:
+      line += (f" {100 * r['seed_protocol']['accuracy_mean']:.2f} ± "
+               f"{100 * r['seed_protocol']['accuracy_std']:.2f} |")
+    lines.append(line)
   (report / "channel_accuracy.md").write_text("\n".join(lines) + "\n")
   by_subset = {row["channels"]: row["scores"] for row in results["channels"]}
   reference = "RGB" if "RGB" in by_subset else next(iter(by_subset))

@@ -13,7 +13,7 @@ What torchvision does with the seed's PIL images, reproduced here:
                         pixel's centre (x + 0.5, y + 0.5) is mapped back by the inverse rotation and
                         takes the source pixel it falls in (floor), black where it falls outside.
 Both act on the image before ToTensor/Normalize, so the input here is the un-normalised image
-(e.g. preprocess.to_unit_float's [0, 1] floats) and the fill is 0 there: a black corner becomes
+(e.g. minijax.data.augment.to_unit_float's [0, 1] floats) and the fill is 0 there: a black corner becomes
 -mean/std after normalisation, as in the seed. Nearest-neighbour moves pixels without mixing them,
 so rotating floats gives exactly the values of rotating the uint8 image.
 
@@ -30,6 +30,14 @@ import jax.numpy as jnp
 SEED_ROTATION_DEGREES = 10.0  # transforms.RandomRotation(10)
 
 
+def draw_per_example(rng: jax.Array, example_ids: jax.Array,
+                     rotation_degrees: float = SEED_ROTATION_DEGREES):
+  """draw() with one key per example (folded from its id): the same draw whatever the batch."""
+  flips, angles = jax.vmap(lambda i: draw(jax.random.fold_in(rng, i), 1, rotation_degrees))(
+      example_ids)
+  return flips[:, 0], angles[:, 0]
+
+
 def draw(rng: jax.Array, batch: int, rotation_degrees: float = SEED_ROTATION_DEGREES):
   """Per-image (flips: bool (B,), angles: float32 degrees (B,)), as torchvision draws them."""
   flip_rng, angle_rng = jax.random.split(rng)
@@ -43,7 +51,7 @@ def _fixed(value: jax.Array) -> jax.Array:
   return jnp.floor(value * 65536.0 + 0.5).astype(jnp.int32)
 
 
-def _rotate_nearest(image: jax.Array, degrees: jax.Array) -> jax.Array:
+def rotate_nearest(image: jax.Array, degrees: jax.Array) -> jax.Array:
   """PIL's Image.rotate(degrees, NEAREST, fillcolor=0) of one (H, W, C) image, PIL's arithmetic.
 
   Image.rotate builds the inverse affine map [a b c; d e f] (output pixel centre -> input point)
@@ -73,7 +81,7 @@ def _rotate_nearest(image: jax.Array, degrees: jax.Array) -> jax.Array:
 def flip_rotate(images: jax.Array, flips: jax.Array, angles_degrees: jax.Array) -> jax.Array:
   """Flips (where `flips`) then rotates each (B, H, W, C) image, in the seed's order."""
   images = jnp.where(flips[:, None, None, None], images[:, :, ::-1, :], images)
-  return jax.vmap(_rotate_nearest)(images, angles_degrees.astype(jnp.float32))
+  return jax.vmap(rotate_nearest)(images, angles_degrees.astype(jnp.float32))
 
 
 def seed_test_transform(rng: jax.Array, images_float_nhwc: jax.Array,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minijax import seed_protocol
+from minijax.data import seed_protocol
 
 
 def _pil(image: np.ndarray, flip: bool, degrees: float) -> np.ndarray:
