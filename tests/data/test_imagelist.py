@@ -51,7 +51,7 @@ def test_missing_list_names_directory_and_how_to_get_data(tmp_path):
   message = str(info.value)
   assert str(tmp_path) in message
   assert "val.txt" in message and "validation.txt" in message
-  assert "python -m minijax.prepare --source=" in message and ":demo" in message
+  assert "python -m minijax.tools.prepare --source=" in message and ":demo" in message
 
 
 def test_unknown_split(tmp_path):
