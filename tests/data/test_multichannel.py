@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from minijax import prepare
+from minijax.tools import prepare
 from minijax.data import imagelist, multispectral, tfds_source
 from minijax.data.imagelist import ChannelSpec, DataError
 
@@ -556,7 +556,7 @@ def test_prepare_multispectral(tmp_path):
 def test_prepare_cli_declares_channels_for_an_undeclared_root(tmp_path):
   root = tmp_path / "root"
   _make_root(root, "npy", "uint16", declare=False)
-  command = [sys.executable, "-m", "minijax.prepare", f"--source={root}",
+  command = [sys.executable, "-m", "minijax.tools.prepare", f"--source={root}",
              f"--data_dir={tmp_path / 'tfds'}", f"--image_size={SIZE}", "--num_workers=1"]
   refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert refused.returncode != 0  # Read as R,G,B: no file fits, each named.
