@@ -16,7 +16,7 @@ import json
 import multiprocessing
 import os
 import pathlib
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import PIL
@@ -78,19 +78,30 @@ def decode_chunks(cache_dir: pathlib.Path, store: image_store.Store, chunks: Seq
       for chunk in pending:
         bar.update(_decode_and_save(store, cache_dir, image_size, chunk))
       return len(pending)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        min(num_workers, len(pending)), mp_context=context, initializer=_init_worker,
-        initargs=(store, cache_dir, image_size)) as pool:
-      futures = [pool.submit(_worker_decode, chunk) for chunk in pending]
-      try:
-        for future in concurrent.futures.as_completed(futures):
-          bar.update(future.result())
-      except BaseException:
-        # Ctrl-C or a dead worker: drop what has not started. Finished chunks stay cached.
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
+    # Finished chunks stay cached whatever stops the pool.
+    for count in run_in_processes(_worker_decode, pending, num_workers, initializer=_init_worker,
+                                  initargs=(store, cache_dir, image_size)):
+      bar.update(count)
   return len(pending)
+
+
+def run_in_processes(function, tasks: Sequence, num_workers: int, *, initializer=None,
+                     initargs: tuple = ()) -> Iterator:
+  """Yields function(task) for every task, in the order they finish, from up to num_workers
+  spawned processes (not forked: the parent may hold JAX or TFDS threads). `function` and
+  `initializer` must be module-level (spawned workers import them). On any error (a task's, a
+  dead worker, Ctrl-C, the caller stopping early) the tasks not started are dropped."""
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(
+      max(1, min(num_workers, len(tasks))), mp_context=context, initializer=initializer,
+      initargs=initargs) as pool:
+    futures = [pool.submit(function, task) for task in tasks]
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        yield future.result()
+    except BaseException:
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
 
 
 def load_chunk(cache_dir: pathlib.Path, chunk: Chunk
