@@ -2,7 +2,10 @@
 
 The zip is read member by member (never extracted): no second copy of the images on disk and no
 extraction step to make atomic or resumable. A data root inside the zip (e.g. `imagenet-mini/`) is
-found from the location of train.txt. Stores pickle without open file handles, so they can be sent
+found from the location of train.txt. A zip has no symlinks to follow: a member stored as one is
+read as its bytes (the link text), which fails to decode like any other bad file; a folder's
+images must really lie inside it (imagelist.RootResolver) unless allow_symlinks_outside_root.
+Stores pickle without open file handles, so they can be sent
 to worker processes, each of which opens the zip once. A store also reads the dataset.json beside
 the lists (imagelist.DECLARATION: channel names, dtype), and decodes with the spec it is given.
 """
@@ -27,8 +30,9 @@ _LIST_NAMES = frozenset(name for names in imagelist.SPLIT_FILES.values() for nam
 class DirectoryStore:
   """Images and list files under a folder: the data root."""
 
-  def __init__(self, root: imagelist.PathLike):
+  def __init__(self, root: imagelist.PathLike, *, allow_symlinks_outside_root: bool = False):
     self.root = pathlib.Path(root).expanduser().absolute()
+    self.resolver = imagelist.RootResolver(self.root, allow_symlinks_outside_root)
 
   def list_text(self, split: str) -> str:
     return listcheck.read_list_text(imagelist.find_split_file(self.root, split))
@@ -50,6 +54,9 @@ class DirectoryStore:
 
   def decode(self, path: str, image_size: int,
              spec: imagelist.ChannelSpec = imagelist.ChannelSpec()) -> np.ndarray:
+    target = self.resolver.escape(path)
+    if target is not None:
+      raise imagelist.DataError(f"{path}: {self.resolver.outside_reason(target)}")
     full_path = self.root / path
     if full_path.is_file() and full_path.stat().st_size == 0:
       raise imagelist.DataError(f"{path}: empty file (0 bytes)")  # Clearer than "cannot identify".
@@ -155,9 +162,11 @@ class ZipStore:
 Store = DirectoryStore | ZipStore
 
 
-def open_store(source: imagelist.PathLike) -> Store:
+def open_store(source: imagelist.PathLike, *, allow_symlinks_outside_root: bool = False
+               ) -> Store:
   """A store for a zip file or a folder; a folder whose lists sit one level down (an extracted
-  images.zip with a top folder) is accepted too."""
+  images.zip with a top folder) is accepted too. allow_symlinks_outside_root: see DirectoryStore
+  (a zip has no symlinks)."""
   source = pathlib.Path(source).expanduser()
   if source.is_file():
     if not zipfile.is_zipfile(source):
@@ -169,5 +178,5 @@ def open_store(source: imagelist.PathLike) -> Store:
   if not any((source / name).is_file() for name in _LIST_NAMES):
     below = sorted(p.parent for p in source.glob("*/train.txt"))
     if len(below) == 1:
-      return DirectoryStore(below[0])
-  return DirectoryStore(source)
+      return DirectoryStore(below[0], allow_symlinks_outside_root=allow_symlinks_outside_root)
+  return DirectoryStore(source, allow_symlinks_outside_root=allow_symlinks_outside_root)

@@ -1,8 +1,10 @@
 """ImageNet-mini style image lists: `images/nXXXX/nXXXX_N.JPEG label` lines, and image decoding.
 
 A data root holds train.txt, val.txt (or validation.txt), test.txt and the images they name,
-relative to the root. Every problem with the input is a DataError that names the file (and the line
-for list files), so a bad dataset fails fast with a message that says where to look.
+relative to the root; each must really lie inside it, symlinks resolved (RootResolver), unless a
+symlinked tree is allowed on purpose (allow_symlinks_outside_root). Every problem with the input
+is a DataError that names the file (and the line for list files), so a bad dataset fails fast with
+a message that says where to look.
 
 Channels. A dataset has C named channels of one dtype (uint8 or uint16), declared by an optional
 `dataset.json` in the data root, e.g. {"channels": ["R", "G", "B", "NIR"], "dtype": "uint16"}
@@ -15,6 +17,7 @@ What a file holds depends on its kind, chosen by the file name's suffix:
 Every file must have the dataset's channel count and dtype; otherwise a DataError names it.
 Arrays are (H, W, C) of the dataset's dtype, squashed to S x S band by band where asked.
 """
+import copy
 import dataclasses
 import io
 import json
@@ -219,9 +222,17 @@ def find_split_file(root: PathLike, split: str) -> pathlib.Path:
 def read_split(root: PathLike, split: str, num_classes: int) -> list[tuple[str, int]]:
   """(relative image path, label) for every line of the split's list file, validated.
 
-  Image files are not checked here (a stat per file is slow for 63k files on network disks);
-  a missing one fails when decoded, naming the file.
+  Image files are not checked here (a stat per file is slow for 63k files on network disks):
+  minijax.data.verify opens all of them before training, and a missing one fails when decoded,
+  naming the file.
   """
+  _, entries, _ = read_split_lines(root, split, num_classes)
+  return entries
+
+
+def read_split_lines(root: PathLike, split: str, num_classes: int
+                     ) -> tuple[pathlib.Path, list[tuple[str, int]], list[int]]:
+  """read_split's entries with the list file they come from and each entry's 1-based line."""
   if num_classes < 1:
     raise ValueError(f"num_classes={num_classes} must be positive")
   list_file = find_split_file(root, split)
@@ -230,6 +241,7 @@ def read_split(root: PathLike, split: str, num_classes: int) -> list[tuple[str, 
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"{list_file}: cannot read list file: {e}") from e
   entries: list[tuple[str, int]] = []
+  lines: list[int] = []
   first_line: dict[str, int] = {}  # Normalised path -> line number, to report duplicates.
   for lineno, line in enumerate(text.splitlines(), start=1):
     if not line.strip():
@@ -244,9 +256,10 @@ def read_split(root: PathLike, split: str, num_classes: int) -> list[tuple[str, 
                       f"(first listed on line {first_line[key]})")
     first_line[key] = lineno
     entries.append((path, label))
+    lines.append(lineno)
   if not entries:
     raise DataError(f"{list_file}: list file has no entries")
-  return entries
+  return list_file, entries, lines
 
 
 def parse_line(line: str, num_classes: int) -> tuple[str, int]:
@@ -266,16 +279,66 @@ def parse_line(line: str, num_classes: int) -> tuple[str, int]:
 
 
 def _check_relative(path: str) -> None:
-  """Rejects absolute paths and paths that leave the root.
+  """Rejects absolute paths and paths that leave the root by their text (`..`).
 
-  The check is lexical (normpath), not os.path.realpath: a data root whose images/ folder is a
-  symlink to another disk is common and legitimate, and the list must not escape the root by `..`.
+  Only lexical: where a path really leads (through symlinks) is RootResolver's check, made when
+  the file is opened, since it costs a system call per path component.
   """
   if os.path.isabs(path) or pathlib.PureWindowsPath(path).anchor:
     raise DataError(f"path {path!r} is absolute; paths must be relative to the data root")
   normalised = os.path.normpath(path)
   if normalised == "." or normalised == ".." or normalised.startswith(".." + os.sep):
     raise DataError(f"path {path!r} does not stay inside the data root")
+
+
+OUTSIDE_ROOT_HINT = ("if the tree is symlinked there on purpose, allow it with "
+                     "data.allow_symlinks_outside_root=True")
+
+
+class RootResolver:
+  """Where the files of a data root really are, to keep every image inside the root.
+
+  A symlink (of a file or of any folder on its path) that points outside the root would otherwise
+  be read as if it belonged to the dataset: a tree linked in by mistake, or a stale link into
+  another dataset. allow_outside accepts such trees on purpose (e.g. images/ -> /mnt/disk2/images).
+  Folders are resolved once each and the file itself by one lstat, not a full realpath per file.
+  """
+
+  def __init__(self, root: PathLike, allow_outside: bool = False):
+    self.root = os.fspath(root)
+    self.real_root = os.path.realpath(self.root)
+    self.allow_outside = allow_outside
+    self._folders: dict[str, str] = {}  # Folder as listed -> where it really is.
+
+  def resolve(self, path: str) -> str:
+    """The real location of root/path (a missing file: where it would be)."""
+    folder, name = os.path.split(os.path.join(self.root, path))
+    if name in ("", ".", ".."):
+      return os.path.realpath(os.path.join(folder, name))
+    real_folder = self._folders.get(folder)
+    if real_folder is None:
+      real_folder = self._folders[folder] = os.path.realpath(folder)
+    candidate = os.path.join(real_folder, name)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+  def escape(self, path: str) -> str | None:
+    """Where root/path really leads if that is outside the root and not allowed, else None."""
+    if self.allow_outside:
+      return None
+    target = self.resolve(path)
+    return None if self.is_inside(target) else target
+
+  def is_inside(self, real_path: str) -> bool:
+    """Whether a resolved path lies inside the (resolved) root."""
+    return (real_path == self.real_root
+            or real_path.startswith(self.real_root.rstrip(os.sep) + os.sep))
+
+  def outside_reason(self, target: str) -> str:
+    """Why an escaping path is refused (the caller names the path and, for lists, the line)."""
+    return f"resolves to {target}, outside the data root {self.real_root}; {OUTSIDE_ROOT_HINT}"
+
+  def __getstate__(self) -> dict:
+    return {**self.__dict__, "_folders": {}}  # Resolved again where it is used.
 
 
 Source = Union[PathLike, bytes, bytearray, memoryview]
@@ -611,19 +674,25 @@ class ImageListSource:
   worker processes. channels / dtype / keep_alpha default to what the root's dataset.json declares
   (else R,G,B uint8); given ones must agree with it (a DataError otherwise). Images are
   (S, S, C) of spec.dtype.
+
+  Every image must really lie inside the root, symlinks resolved (see RootResolver): one that
+  leads outside is a DataError naming its list line and the target, raised when it is read (and
+  by minijax.data.verify before training), unless allow_symlinks_outside_root.
   """
 
   def __init__(self, root: PathLike, split: str, image_size: int | None, num_classes: int, *,
                channels: Union[str, Sequence[str], None] = None, dtype: str | None = None,
-               keep_alpha: bool | None = None):
+               keep_alpha: bool | None = None, allow_symlinks_outside_root: bool = False):
     self.root = pathlib.Path(root)
     self.split = split
     self.image_size = image_size
     self.num_classes = num_classes
-    self.entries = read_split(self.root, split, num_classes)
+    self.list_file, self.entries, self.lines = read_split_lines(self.root, split, num_classes)
     self.declaration = read_declaration(self.root)
     self.spec = resolve_spec(self.declaration, channels=channels, dtype=dtype,
                              keep_alpha=keep_alpha, where=str(self.root / DECLARATION))
+    self.allow_symlinks_outside_root = allow_symlinks_outside_root
+    self.resolver = RootResolver(self.root, allow_symlinks_outside_root)
 
   @property
   def channels(self) -> tuple[str, ...]:
@@ -637,11 +706,34 @@ class ImageListSource:
   def __len__(self) -> int:
     return len(self.entries)
 
+  def where(self, index: int) -> str:
+    """'list_file:line' of entry `index`, for messages."""
+    return f"{self.list_file}:{self.lines[index]}"
+
+  def check_inside_root(self, index: int) -> None:
+    """DataError naming the list line and the target if entry `index` leads outside the root."""
+    path = self.entries[index][0]
+    target = self.resolver.escape(path)
+    if target is not None:
+      raise DataError(f"{self.where(index)}: {path} {self.resolver.outside_reason(target)}")
+
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     path, label = self.entries[index]  # IndexError past the end, as the protocol expects.
+    self.check_inside_root(index)
     full_path = self.root / path
     return {"image": decode_file(full_path, self.image_size, name=str(full_path), spec=self.spec),
             "label": np.int32(label)}
+
+  def without(self, paths: Iterable[str]) -> "ImageListSource":
+    """The same source with the entries of `paths` (as listed) left out, e.g. files found bad."""
+    drop = set(paths)
+    kept = [i for i, (path, _) in enumerate(self.entries) if path not in drop]
+    if len(kept) == len(self.entries):
+      return self
+    clone = copy.copy(self)
+    clone.entries = [self.entries[i] for i in kept]
+    clone.lines = [self.lines[i] for i in kept]
+    return clone
 
   def __repr__(self) -> str:
     return (f"ImageListSource(root={str(self.root)!r}, split={self.split!r}, "
