@@ -1,7 +1,8 @@
 r"""Task 1: learned channel adapters (the seed report's channel mapping) in front of an unmodified
 RGB backbone: a 1->3 and a 2->3 conv (3x3, initialised to the seed's duplicate / zero-fill) map a
-one- or two-channel input to the backbone's three (minijax.models.channel_adaptive.ChannelAdapter).
-Config args: minijax/projects/task1/config.py ('subsets', 'full=F', 'backbone=NAME').
+one- or two-channel input to the backbone's three (minijax.projects.task1.stems.ChannelAdapter).
+Config args: minijax/projects/task1/config.py ('subsets', 'full=F', 'backbone=NAME'); the story
+and the table: minijax/projects/task1/README.md.
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
   python -m minijax.main --config=configs/task1_adapter.py:demo,subsets \

@@ -1,5 +1,6 @@
-r"""Task 1: the channel-adaptive dynamic conv stem (minijax.models.dynamic_conv) in place of the
-backbone's first conv; one model for any channel subset. Config args: minijax/projects/task1/config.py.
+r"""Task 1: the channel-adaptive dynamic conv stem (minijax.projects.task1.dynamic_conv) in place of
+the backbone's first conv (config.model.stem='dynamic'); one model for any channel subset. Config
+args: minijax/projects/task1/config.py; the story and the table: minijax/projects/task1/README.md.
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
   python -m minijax.main --config=configs/task1_dynamic.py:demo,subsets \
@@ -8,7 +9,8 @@ Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs,
 Expected: ~3.5-4 min; test RGB 96.0%, worst subset (G) 92.4% (RG 95.6, RB 95.9, GB 95.2, R 94.0,
 B 93.7); over seeds 0-2 the worst drop from RGB is 4.2 points (3.6-4.9). Without ',subsets' (RGB
 batches only) the stem alone does not make the model robust: RGB 95.3%, R 36.1%. Plain
-':demo,subsets' (6 epochs, 200 test images, ~2 min) is still climbing (D=32: RGB 67%, subsets 55-66%).
+':demo,subsets' (6 epochs, 200 test images, ~2 min) is still climbing (D=32: RGB 67%, subsets
+55-66%).
 D=8 is the default: with ',d=32' the worst drop is 5.6 (5.0-6.2) on test and 5.8 vs 4.5 on a
 1000-image val split (python -m minijax.projects.task1.report --split=val
 --set=data.synthetic.val_per_class=100 --nobench ...).

@@ -1,11 +1,13 @@
 r"""Task 1: naive models (the backbone unchanged) fed a channel subset as three channels, either
 the seed's processing (default: one channel duplicated, two channels plus a zero third) or
 ',fill=zero' (the present channels in place, zeros elsewhere); ',subsets' trains on random
-channel subsets mapped the same way. Config args: minijax/projects/task1/config.py.
+channel subsets mapped the same way (config.input.channel_fill, config.input.subset_training).
+Config args: minijax/projects/task1/config.py; the table: minijax/projects/task1/README.md.
 
 Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs, 1000 test images):
-  python -m minijax.main --config=configs/task1_naive.py:demo --workdir=/work/task1_runs/naive_seed \
-      --config.num_epochs=15 --config.data.synthetic.test_per_class=100
+  python -m minijax.main --config=configs/task1_naive.py:demo \
+      --workdir=/work/task1_runs/naive_seed --config.num_epochs=15 \
+      --config.data.synthetic.test_per_class=100
 Expected: ~4-5 min each; test accuracy RGB / worst subset:
   :demo                      89.2 / 24.6 (GB)    (the seed's RGB model: -64.6 points)
   :demo,fill=zero            89.2 / 15.7 (B)     (same training, zero-filled evaluation)

@@ -6,7 +6,8 @@ r"""Task 2 on Fashion-MNIST: a <= 4-layer net (rep4net) against ResNet34, same r
   python -m minijax.main --config=configs/task2_fashion_mnist.py:resnet34 --workdir=W/resnet34
   python -m minijax.projects.task2.report --workdirs=W/rep4net,W/resnet34 --out=W/report
 
-Arg: MODEL[,cpu][,seed][,demo], MODEL one of minijax.projects.task2.experiment.MODELS (rep4net, resnet34, ...).
+Arg: MODEL[,cpu][,seed][,demo], MODEL one of minijax.projects.task2.experiment.MODELS (rep4net,
+resnet34, ...).
   (default)  all 55,000 training images, 15 epochs, batch 128 (an accelerator: minutes)
   cpu        the 2-core CPU budget: train[:6000], val[:1000], the full 10,000-image test split,
              3 epochs, batch 64 (rep4net ~5 min, ResNet34 ~30 min on a loaded 2-core host)
@@ -19,7 +20,8 @@ distillation stay off here (the ablation turns them on one at a time: --config.i
 --config.loss.*, --config.ema_decay, --config.distill.*).
 Only the RGB subset is evaluated: R = G = B on Fashion-MNIST, the subsets would repeat it.
 
-Embedded synthetic dataset instead (no preparation): MODEL,demo.
+Embedded synthetic dataset instead (no preparation): MODEL,demo. The story, the layer rule and
+the table: minijax/projects/task2/README.md.
 """
 from minijax.projects.task2 import config as task2_config
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Task 1: trains every variant on the embedded synthetic dataset, ONE AT A TIME, then writes the
-# table (minijax.task1_report). A variant whose workdir already has a report is skipped, so the
-# script resumes. ~4 min per variant on a 2-core CPU (22 runs: ~1.5 h).
+# table (python -m minijax.projects.task1.report; minijax/projects/task1/README.md shows it). A
+# variant whose workdir already has a report is skipped, so the script resumes. ~4 min per variant
+# on a 2-core CPU (22 runs: ~1.5 h).
 #
 #   RUNS=/work/task1_runs scripts/task1_runs.sh            # all variants + ablations + table
 #   ONLY_TABLE=1 scripts/task1_runs.sh                     # the table of finished workdirs
@@ -61,4 +62,5 @@ existing=()
 for workdir in "${workdirs[@]}"; do
   [[ -f "$workdir/report/results.json" ]] && existing+=("$workdir")
 done
-"$PY" -m minijax.task1_report --workdirs="$(IFS=,; echo "${existing[*]}")" --out="$RUNS/report"
+"$PY" -m minijax.projects.task1.report --workdirs="$(IFS=,; echo "${existing[*]}")" \
+    --out="$RUNS/report"

@@ -83,7 +83,8 @@ def sample_index(rng, table: SubsetTable) -> jax.Array:
 
 
 def make_inputs(config):
-  """(train_inputs(rng, images), eval_inputs(subset) -> (images -> inputs)) for config.model.stem."""
+  """(train_inputs(rng, images), eval_inputs(subset) -> (images -> inputs)), for
+  config.model.stem."""
   names = channels.parse_names(config.data.channels)
   stem, fill = config.model.stem, config.input.channel_fill
   vocabulary = config.model.stem_options.channel_names

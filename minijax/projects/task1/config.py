@@ -1,7 +1,7 @@
 """Task 1's config fields, their validation, and the config builder of configs/task1_*.py.
 
 Fields added to the core schema (minijax.config):
-  model.stem                       'conv' (naive), 'dynamic' or 'adapter' (minijax.projects.task1.stems)
+  model.stem                       'conv' (naive), 'dynamic' or 'adapter' (task1/stems.py)
   model.stem_options.*             the dynamic stem's and the adapters' hyper-parameters
   input.channel_fill               naive models: 'seed' (duplicate / zero-fill a third) or 'zero'
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step

@@ -145,8 +145,9 @@ class DynamicConvStem(nn.Module):
     if self.attention and self._num_generated() > 1:
       weights = self.attention_weights(x, ids, mask)                       # (B, K)
       # conv(x, sum_k pi_k W_k) = conv([pi_1 x, ..., pi_K x], [W_1; ...; W_K]): one ordinary conv
-      # over K*C channels instead of a per-example kernel (a grouped conv, whose backward pass
-      # was 16x slower on CPU). K times the FLOPs of a static stem, which is the cheapest layer.
+      # over K*C channels instead of a per-example kernel (a grouped conv, whose backward pass is
+      # much slower on CPU: minijax/projects/task1/README.md). K times the FLOPs of a static stem,
+      # which is the cheapest layer.
       batch, height, width, _ = x.shape
       x = (x[:, :, :, None, :] * weights[:, None, None, :, None].astype(x.dtype)).reshape(
           batch, height, width, -1)

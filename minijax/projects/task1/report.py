@@ -1,66 +1,50 @@
 r"""Task 1's table over finished workdirs: accuracy per channel subset, parameters, FLOPs, img/s.
 
-  python -m minijax.task1_report \
+  python -m minijax.projects.task1.report \
       --workdirs=/work/task1_runs/naive_seed,/work/task1_runs/dynamic_subsets \
       --out=/work/task1_runs/report
 
 scripts/task1_runs.sh trains every variant and runs this over them. --split=val --nobench gives
 the accuracy columns on the validation split (workdir reports untouched), for choosing variants.
 
-Rows are workdirs (labelled from their config.json, or --labels), columns the test accuracy of
-every channel subset (from WORKDIR/report/results.json; evaluated first if missing), the worst
-drop from the row's own RGB accuracy, parameters, XLA cost-analysis FLOPs per image and inference
-img/s per subset (uint8 images in, logits out, batch --bench_batch, median of --bench_repeats;
-timings on a shared CPU are noisy). Writes task1_table.{csv,md,png} and task1_kernel_cache.{csv,md}
-into --out.
+Rows are workdirs (labelled from their config, or --labels), columns the test accuracy of every
+channel subset (from WORKDIR/report/results.json; the workdir is evaluated and its report written
+first when it is missing), the worst drop from the row's own RGB accuracy, parameters, XLA
+cost-analysis FLOPs per image and inference img/s per subset (uint8 images in, logits out, batch
+--bench_batch, median of --bench_repeats; timings on a shared CPU are noisy). Writes
+task1_table.{csv,md,png}, task1_results.json and task1_kernel_cache.{csv,md} into --out.
 
-Dynamic stems are benchmarked with their kernels computed once per channel subset (`kernels()` of
-the stem, outside the jitted forward: all K kernels depend only on the channel set; only the
-attention mixing runs per input). task1_kernel_cache.* compares that with generating the kernels
-inside every forward pass, at batch 1 and at --bench_batch.
+Dynamic stems are benchmarked with their kernels computed once per channel subset
+(stems.stem_kernels, outside the jitted forward: all K kernels depend only on the channel set; only
+the attention mixing runs per input). task1_kernel_cache.* compares that with generating the
+kernels inside every forward pass, at batch 1 and at --bench_batch.
 """
 import csv
 import json
 import pathlib
-import statistics
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
 
-_WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished workdirs, one table row each.")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_LABELS = flags.DEFINE_list("labels", None, "Row labels (default: from each config.json).")
-_BENCH_BATCH = flags.DEFINE_integer("bench_batch", 100, "Batch size of the img/s and FLOPs runs.")
-_BENCH_REPEATS = flags.DEFINE_integer("bench_repeats", 5, "Timed calls per subset (median).")
-_BENCH = flags.DEFINE_bool("bench", True, "Measure FLOPs and img/s (--nobench: accuracy only).")
-_SPLIT = flags.DEFINE_string(
-    "split", "", "Evaluate this split ('val', 'test') in memory instead of reading each workdir's "
-    "report (which is left untouched), e.g. to choose between variants on 'val'.")
-_SET = flags.DEFINE_list(
-    "set", [], "With --split: KEY=VALUE overrides of each workdir's config for that evaluation, "
-    "e.g. data.synthetic.val_per_class=100 (the synthetic set draws every image from its own "
-    "seed, so the training images stay the same and the val split just grows).")
-flags.mark_flags_as_required(["workdirs", "out"])
+from minijax import channels, config as config_lib, evaluate, models, projects
+from minijax.data import pipeline
+from minijax.projects import reporting
+from minijax.projects.task1 import stems
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
 
-def load_config(workdir: pathlib.Path, overrides=()):
-  """The workdir's config, with KEY=VALUE overrides (VALUE parsed as the field's type)."""
-  import ml_collections
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  for override in overrides:
-    key, value = override.split("=", 1)
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = type(node[leaf])(value) if node.get(leaf) is not None else value
-  return config
+KERNEL_CACHE_SUBSETS = ("RGB", "R")
 
 
 def variant_label(config) -> str:
-  stem = config.model.get("stem", "conv")
+  """A row's name from its (merged) config, e.g. 'dynamic stem (K=4, D=8) + subset training'."""
+  stem = config.model.stem
   if stem == "conv":
-    label = ("naive zero-fill" if config.input.get("channel_fill", "seed") == "zero"
+    label = ("naive zero-fill" if config.input.channel_fill == "zero"
              else "naive duplicate (seed)")
   elif stem == "adapter":
     label = "adapters 1->3, 2->3"
@@ -71,10 +55,10 @@ def variant_label(config) -> str:
     label = f"dynamic stem ({', '.join(extras)})"
   if config.model.name != "complexcnn":
     label = f"{config.model.name} {label}"
-  if config.input.get("subset_training", {}).get("enabled", False):
-    fraction = config.input.subset_training.get("full_fraction", -1.0)
+  if config.input.subset_training.enabled:
+    fraction = config.input.subset_training.full_fraction
     label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
-  return label + (f" [seed {config.seed}]" if config.get("seed", 0) else "")
+  return label + (f" [seed {config.seed}]" if config.seed else "")
 
 
 def _group(label: str) -> str:
@@ -82,103 +66,71 @@ def _group(label: str) -> str:
   return label.split(" [seed ")[0]
 
 
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", float("nan")))
-
-
-def _time_per_call(fn, args, repeats: int) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 class Bench:
-  """Jitted inference forward passes of one workdir's model, per channel subset."""
+  """Jitted inference forward passes of a restored run's model, per channel subset."""
 
-  def __init__(self, config, model, variables):
-    import jax
-    self.config, self.model, self.variables = config, model, variables
-    self.dynamic = config.model.get("stem", "conv") == "dynamic"
-    self.jax = jax
+  def __init__(self, run: reporting.Run):
+    self.run = run
+    self.dynamic = run.config.model.stem == "dynamic"
+    self.num_channels = len(channels.parse_names(run.config.data.channels))
 
   def forward(self, subset: str, cached: bool):
-    """(fn, extra args): fn(variables, images_u8, *extra) -> logits.
+    """(fn, extra args): fn(variables, images_u8, *extra) -> logits, the experiment's evaluation
+    preprocessing and channel inputs of `subset` included.
 
-    cached: the stem's kernels are computed here once and passed in as the extra argument.
+    cached: the dynamic stem's kernels are computed here once and passed in as the extra argument.
     """
-    from minijax import channel_subsets, preprocess
-    config, model = self.config, self.model
+    experiment = self.run.experiment
+    inputs_fn = experiment.eval_inputs(subset)
 
     def apply(variables, images_u8, *kernels):
-      images = preprocess.eval_preprocess(images_u8, mean=config.input.mean, std=config.input.std)
-      inputs, channel_inputs = channel_subsets.eval_inputs(images, subset, config)
+      inputs, kwargs = inputs_fn(experiment.preprocess(images_u8))
       if kernels:
-        channel_inputs["kernels"] = kernels[0]
-      return model.apply(variables, inputs, train=False, **channel_inputs)
+        kwargs = dict(kwargs, kernels=kernels[0])
+      return experiment.model.apply(variables, inputs, train=False, **kwargs)
 
     if not (self.dynamic and cached):
       return apply, ()
-    ids = channel_subsets.eval_inputs(self.jax.numpy.zeros((1, 1, 1, 3)), subset, config)[1]
-    kernels = self.stem_kernels(ids["channel_ids"])
+    ids = inputs_fn(jnp.zeros((1, 1, 1, self.num_channels)))[1]["channel_ids"]
+    kernels = jax.jit(lambda v: stems.stem_kernels(experiment.model, v, ids))(self.run.variables)
     return apply, (kernels,)
 
-  def stem_kernels(self, ids):
-    """The stem's K kernels for a channel set: computed once, outside the forward pass."""
-    return self.jax.jit(lambda v: self.model.apply(
-        v, method=lambda module: module.stem.kernels(ids)))(self.variables)
-
   def measure(self, subset: str, batch: int, repeats: int, cached: bool = True) -> dict:
-    import numpy as np
-    size = self.config.data.image_size
-    images = self.jax.numpy.asarray(
-        np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
+    size = self.run.config.data.image_size
+    images = jnp.asarray(np.random.default_rng(0).integers(
+        0, 256, (batch, size, size, self.num_channels), np.uint8))
     fn, extra = self.forward(subset, cached)
-    jitted = self.jax.jit(fn)
-    args = (self.variables, images) + extra
-    flops = _flops(jitted.lower(*args).compile())
-    seconds = _time_per_call(jitted, args, repeats)
-    return {"flops_per_image": flops / batch, "images_per_second": batch / seconds}
+    measured = reporting.cost(fn, (self.run.variables, images) + extra, repeats)
+    return {"flops_per_image": measured["flops"] / batch,
+            "images_per_second": batch / measured["seconds"]}
 
 
-def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int,
-            split: str = "", bench_costs: bool = True, overrides=()) -> dict:
-  import jax
-  from minijax import checkpointing, evaluate, models, train
-  from minijax.data import pipeline
-  config = load_config(workdir, overrides if split else ())
-  model = models.create_model(config.model, config.data.num_classes)
-  mesh = train.make_mesh()
-  variables, _ = checkpointing.load_pretrained(
-      workdir, evaluate.abstract_variables(model, config, mesh))
+def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "",
+            bench_costs: bool = True, overrides=()) -> dict:
+  """One table row: accuracy per subset (the workdir's report, or with `split` that split
+  evaluated in memory with the KEY=VALUE `overrides` of its config), parameters and costs."""
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  config = projects.load_workdir_config(workdir)
+  if split:
+    reporting.apply_overrides(config, overrides)
+  run = reporting.load_run(workdir, config)
   if split:
     images, labels = pipeline.load_split(pipeline.get_source(config.data, split),
                                          config.data.num_threads)
-    evaluator = evaluate.Evaluator(model, config, mesh)
-    accuracy = {subset: evaluator.evaluate(variables, images, labels, subset)["accuracy"]
-                for subset in config.eval.channel_subsets}
-    results = {"split": split, "num_examples": len(labels)}
+    evaluator = evaluate.Evaluator(run.experiment, run.mesh, config.eval.batch_size)
+    accuracy = {subset: evaluator.evaluate(run.variables, images, labels, subset)["accuracy"]
+                for subset in config_lib.eval_subsets(config)}
+    evaluated = {"split": split, "num_examples": len(labels)}
   else:
-    results_path = workdir / "report" / "results.json"
-    if not results_path.exists():
-      evaluate.evaluate_workdir(config, workdir)
-    results = json.loads(results_path.read_text())
-    accuracy = {row["channels"]: row["accuracy"] for row in results["channels"]}
-  bench = Bench(config, model, variables)
+    evaluated = reporting.results(run)
+    accuracy = {row["channels"]: row["accuracy"] for row in evaluated["channels"]}
+  bench = Bench(run)
   nan = {"flops_per_image": float("nan"), "images_per_second": float("nan")}
   costs = {subset: bench.measure(subset, batch, repeats) if bench_costs else nan
            for subset in accuracy}
   row = {"variant": label or variant_label(config), "workdir": str(workdir),
-         "split": results["split"], "num_examples": results["num_examples"],
-         "accuracy": accuracy,
-         "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
+         "split": evaluated["split"], "num_examples": evaluated["num_examples"],
+         "accuracy": accuracy, "params": models.count_params(run.variables["params"]),
          "flops_per_image": {s: c["flops_per_image"] for s, c in costs.items()},
          "images_per_second": {s: c["images_per_second"] for s, c in costs.items()}}
   if bench.dynamic and bench_costs:
@@ -187,7 +139,7 @@ def collect(workdir: pathlib.Path, label: str | None, batch: int, repeats: int,
                                         (("generated", False), ("cached", True))
                                         for k, v in bench.measure(subset, b, repeats,
                                                                   cached).items()})
-        for subset in ("RGB", "R") if subset in accuracy for b in (1, batch)]
+        for subset in KERNEL_CACHE_SUBSETS if subset in accuracy for b in (1, batch)]
   return row
 
 
@@ -279,10 +231,6 @@ def summary_lines(rows: list[dict], subsets: list[str]) -> list[str]:
 
 
 def plot(rows: list[dict], subsets: list[str], path: pathlib.Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
   values = np.array([[100 * r["accuracy"][s] for s in subsets] for r in rows])
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 1.2 + 0.55 * len(rows)),
                                gridspec_kw={"width_ratios": [3, 1]})
@@ -310,25 +258,48 @@ def plot(rows: list[dict], subsets: list[str], path: pathlib.Path) -> None:
 
 
 def main(argv):
-  del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
-  workdirs = [pathlib.Path(w).expanduser().resolve() for w in _WORKDIRS.value]
-  labels = _LABELS.value or [None] * len(workdirs)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  reporting.quiet_logging()
+  args = flags.FLAGS
+  if args.set and not args.split:
+    raise app.UsageError("--set overrides apply to the --split evaluation only")
+  workdirs = [pathlib.Path(w).expanduser().resolve() for w in args.workdirs]
+  labels = args.labels or [None] * len(workdirs)
   if len(labels) != len(workdirs):
     raise app.UsageError(f"{len(labels)} labels for {len(workdirs)} workdirs")
   rows = []
   for workdir, label in zip(workdirs, labels):
-    rows.append(collect(workdir, label, _BENCH_BATCH.value, _BENCH_REPEATS.value, _SPLIT.value,
-                        _BENCH.value, _SET.value))
+    rows.append(collect(workdir, label, args.bench_batch, args.bench_repeats, args.split,
+                        args.bench, args.set))
     print(f"{rows[-1]['variant']}: " + " ".join(
         f"{s} {100 * a:.1f}" for s, a in rows[-1]["accuracy"].items()), flush=True)
-  out = pathlib.Path(_OUT.value).expanduser().resolve()
-  write_outputs(rows, out, _BENCH_BATCH.value)
+  out = pathlib.Path(args.out).expanduser().resolve()
+  write_outputs(rows, out, args.bench_batch)
   print((out / "task1_table.md").read_text())
   if (out / "task1_kernel_cache.md").exists():
     print((out / "task1_kernel_cache.md").read_text())
 
 
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program: importing this module claims none."""
+  flags.DEFINE_list("workdirs", None, "Finished workdirs, one table row each.")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_list("labels", None, "Row labels (default: from each workdir's config).")
+  flags.DEFINE_integer("bench_batch", 100, "Batch size of the img/s and FLOPs runs.",
+                       lower_bound=1)
+  flags.DEFINE_integer("bench_repeats", 5, "Timed calls per subset (median).", lower_bound=1)
+  flags.DEFINE_bool("bench", True, "Measure FLOPs and img/s (--nobench: accuracy only).")
+  flags.DEFINE_enum(
+      "split", "", ["", "val", "test"], "Evaluate this split in memory instead of reading each "
+      "workdir's report (which is left untouched), e.g. to choose between variants on 'val'.")
+  flags.DEFINE_list(
+      "set", [], "With --split: KEY=VALUE overrides of each workdir's config for that "
+      "evaluation, e.g. data.synthetic.val_per_class=100 (the synthetic set draws every image "
+      "from its own seed, so the training images stay the same and the val split just grows).")
+  flags.mark_flags_as_required(["workdirs", "out"])
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

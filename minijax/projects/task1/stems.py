@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,3 +85,14 @@ def create_model(config) -> nn.Module:
         attention_hidden=options.attention_hidden, temperature=options.temperature)
     return models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS, stem=stem)
   return models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS)
+
+
+def stem_kernels(model: nn.Module, variables, ids) -> jax.Array:
+  """The K kernels (K, kh, kw, C, features) a dynamic-stem model generates for input channels
+  `ids` (DynamicConvStem.kernels), from its variables alone. They depend only on the channel set:
+  model.apply(..., channel_ids=ids, kernels=them) skips their generation in the forward pass."""
+  params = variables["params"]["stem"]
+  _, kernel_size, _, features = params["generator_bias"].shape  # The replaced conv's geometry.
+  stem = model.stem(features=features, kernel_size=kernel_size, use_bias="bias" in params,
+                    dtype=model.dtype)
+  return stem.apply({"params": params}, ids, method=DynamicConvStem.kernels)

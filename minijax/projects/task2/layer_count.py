@@ -1,8 +1,8 @@
 """Counts the layers of a model by the Task 2 rule, from its traced computation (jaxpr).
 
-The rule (also in minijax/models/rep4net.py): a layer is one learnable weight stage on the main
-path. The depth of a network is the largest number of learnable linear maps on any path from the
-input to the logits, counted on the inference form (train=False; for Rep4Net the merged deploy
+The rule (also in minijax/projects/task2/rep4net.py): a layer is one learnable weight stage on the
+main path. The depth of a network is the largest number of learnable linear maps on any path from
+the input to the logits, counted on the inference form (train=False; for Rep4Net the merged deploy
 form, though parallel branches count once in the training form too):
 
 - a contraction (conv_general_dilated, dot_general) of an activation with weights adds 1 to the

@@ -13,7 +13,7 @@ Layers (28x28 input; 32x32 gives 32/16/8):
      positions in head h. The value, output and classifier projections of that head, which have
      nothing nonlinear between them, are one matrix M_h (C x classes); Q and K are parallel.
 
-Layer-counting rule (enforced by minijax.layer_count.count_layers and tests/test_task2.py):
+Layer-counting rule (enforced by minijax.projects.task2.layer_count.count_layers and its tests):
   A layer is one learnable weight stage on the main path: the depth of the network is the largest
   number of learnable linear maps (a conv or dense contraction of an activation with weights) on any
   path from the input image to the logits, counted on the inference form. Parallel branches whose

@@ -1,49 +1,48 @@
 r"""Task 2 comparison report over finished workdirs: CSV, markdown and PNG.
 
-  python -m minijax.task2_report --workdirs=W/rep4net,W/resnet34,W/abl_* --out=W/report \
+  python -m minijax.projects.task2.report --workdirs=W/rep4net,W/resnet34,W/abl_* --out=W/report \
       [--reference=W/rep4net] [--latency_runs=30]
 
-Comparison table (one row per workdir): test accuracy (RGB, the best checkpoint's report), ratio to
-the ResNet34 workdir trained with the same recipe (same config apart from model.*), layers by the
-Task 2 rule (minijax.layer_count), parameters (training form; merged inference form for rep4net),
-inference GFLOPs per image (XLA cost analysis of the inference form at the config's image size),
-training throughput (median images/s of the logged windows after the first, which holds
+Comparison table (one row per workdir): test accuracy (RGB, the best checkpoint's report; the
+workdir is evaluated and its report written first when it is missing), ratio to the ResNet34
+workdir trained with the same recipe (same config apart from model.*), layers by the Task 2 rule
+(minijax.projects.task2.layer_count), parameters (training form; merged inference form for
+rep4net), inference GFLOPs per image (XLA cost analysis of the inference form at the config's image
+size), training throughput (median images/s of the logged windows after the first, which holds
 compilation), training wall time, and inference latency (batch 1, median of --latency_runs, on this
-host as it is: other processes' load shows in it).
+host as it is: other processes' load shows in it). The inference form is the restored best
+checkpoint (its EMA weights when kept), for rep4net merged by rep4net.merge_variables.
 
 Ablation table: every workdir of the reference's model, named by the config keys in which it
 differs from the reference (the full model with the main recipe), with its accuracy difference.
 """
 import csv
-import dataclasses
 import glob
 import json
 import pathlib
 import statistics
-import time
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 from absl import app, flags
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
 
+from minijax import channels, metrics, models, projects
+from minijax.projects import reporting
+from minijax.projects.task2 import rep4net
+from minijax.projects.task2.layer_count import count_layers
 
-def _define_flags() -> None:
-  """CLI flags, defined only when run as a program: importing report() claims none."""
-  flags.DEFINE_string("workdirs", None, "Comma-separated finished workdirs (globs ok).")
-  flags.DEFINE_string("out", None, "Output folder.")
-  flags.DEFINE_string("reference", None, "The full model's workdir (default: the first "
-                      "rep4net workdir listed).")
-  flags.DEFINE_integer("latency_runs", 30, "Timed batch-1 forward passes.")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
 
-
-# Config keys that do not change what is trained (paths, logging, evaluation set-up).
+# Config keys that do not change what is trained (paths, logging, evaluation and execution set-up).
 _IGNORED_KEYS = ("data.data_dir", "data.root", "data.num_threads", "data.num_workers",
                  "data.on_device", "data.device_memory_fraction", "progress_bar",
-                 "log_every_steps", "checkpoint_keep_best", "eval_batch_size", "eval.")
+                 "log_every_steps", "checkpoint_keep_best", "checkpoint_every_steps",
+                 "steps_per_call", "eval.")
 
 
-def _flatten(tree, prefix=""):
+def _flatten(tree: dict, prefix: str = "") -> dict:
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
@@ -53,101 +52,81 @@ def _flatten(tree, prefix=""):
   return out
 
 
-def _model_defaults(name: str) -> dict:
-  """The model's constructor defaults, so that a config that omits a field equals one setting it
-  to its default (e.g. a workdir trained before the config listed model.attention)."""
-  from minijax import models
-  cls = models.MODELS.get(name)
-  if cls is None:
-    return {}
-  keywords = dict(getattr(cls, "keywords", {}))
-  cls = getattr(cls, "func", cls)
-  defaults = {f.name: f.default for f in dataclasses.fields(cls)
-              if f.default is not dataclasses.MISSING and f.name not in ("parent", "name")}
-  defaults.update(keywords)
-  return {k: v for k, v in defaults.items() if k not in ("num_classes", "dtype")}
-
-
-def _trained_keys(config: dict) -> dict:
-  model = {**_model_defaults(config["model"]["name"]), **config["model"]}
-  flat = _flatten({**config, "model": model})
+def _trained_keys(config: ml_collections.ConfigDict) -> dict:
+  flat = _flatten(config.to_dict())
   return {k: v for k, v in flat.items()
           if not any(k == i or k.startswith(i) for i in _IGNORED_KEYS)}
 
 
-def recipe_signature(config: dict) -> str:
+def recipe_signature(config: ml_collections.ConfigDict) -> str:
   """Everything that defines the training run except the model."""
   return json.dumps({k: v for k, v in _trained_keys(config).items() if not k.startswith("model.")},
                     sort_keys=True, default=str)
 
 
-def config_diff(config: dict, reference: dict) -> str:
+def config_diff(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict) -> str:
+  """'key: reference value -> this value; ...' over the keys that change what is trained."""
   a, b = _trained_keys(config), _trained_keys(reference)
   keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
   return "; ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in keys) or "(reference)"
 
 
-def read_run(workdir: pathlib.Path) -> dict:
-  config = json.loads((workdir / "config.json").read_text())
-  results = json.loads((workdir / "report" / "results.json").read_text())
+def load(workdir) -> tuple[ml_collections.ConfigDict, reporting.Run]:
+  """(the workdir's config as trained, the run restored for evaluation and measurement)."""
+  config = projects.load_workdir_config(workdir)
+  restore_config = ml_collections.ConfigDict(config.to_dict())
+  if restore_config.project == "task2":
+    # The teacher enters the loss only: the student is restored and measured without it (and
+    # without needing the teacher's workdir any more).
+    restore_config.distill.workdir = ""
+  return config, reporting.load_run(workdir, restore_config)
+
+
+def read_run(run: reporting.Run, config: ml_collections.ConfigDict) -> dict:
+  """Accuracy (from the report, evaluated if missing) and the training times of metrics.jsonl; a
+  workdir without training metrics (converted weights) has NaN training columns."""
+  results = reporting.results(run)
   rows = {r["channels"]: r for r in results["channels"]}
   row = rows.get("RGB", results["channels"][0])
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-             if line.strip()]
-  train_rows = [m for m in metrics if m["split"] == "train"]
-  rates = [m["images_per_second"] for m in train_rows[1:]] or [train_rows[0]["images_per_second"]]
-  batch = config["batch_size"]
+  records = metrics.read_metrics(run.workdir)
+  train_rows = [m for m in records if m["split"] == "train"]
+  rates = [m["images_per_second"] for m in (train_rows[1:] or train_rows)]
   train_seconds, previous = 0.0, 0
   for m in train_rows:
-    train_seconds += (m["step"] - previous) * batch / m["images_per_second"]
+    train_seconds += (m["step"] - previous) * config.batch_size / m["images_per_second"]
     previous = m["step"]
-  times = [m["time"] for m in metrics]
-  wall = ((workdir / "report" / "results.json").stat().st_mtime
-          - (workdir / "config.json").stat().st_mtime)
-  val = [m for m in metrics if m["split"] == "val"]
-  return {"workdir": str(workdir), "name": workdir.name, "config": config,
-          "model": config["model"]["name"], "test_accuracy": row["accuracy"],
-          "val_accuracy": val[-1]["accuracy"] if val else float("nan"),
-          "epochs": config["num_epochs"], "steps": train_rows[-1]["step"] if train_rows else 0,
-          "train_images_per_second": statistics.median(rates),
-          "train_minutes": train_seconds / 60, "wall_minutes": wall / 60 if times else 0.0}
+  nan = float("nan")
+  # From the (last) start of training, config.json's time, to the last record (validation).
+  started = (run.workdir / "config.json").stat().st_mtime
+  wall = max(m["time"] for m in records) - started if records else nan
+  val = [m for m in records if m["split"] == "val"]
+  return {"workdir": str(run.workdir), "name": run.workdir.name, "config": config,
+          "model": config.model.name, "test_accuracy": row["accuracy"],
+          "val_accuracy": val[-1]["accuracy"] if val else nan,
+          "epochs": config.num_epochs, "steps": train_rows[-1]["step"] if train_rows else 0,
+          "train_images_per_second": statistics.median(rates) if rates else nan,
+          "train_minutes": train_seconds / 60 if train_rows else nan, "wall_minutes": wall / 60}
 
 
-def inference_form(config: dict):
-  """(model, abstract variables) of the inference form: rep4net is merged (deploy)."""
-  from minijax import models
-  model_config = ml_collections.ConfigDict(config["model"])
-  model = models.create_model(model_config, config["data"]["num_classes"])
-  size = config["data"]["image_size"]
-  init = lambda m: jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
-  train_variables = init(model)
-  if config["model"]["name"] == "rep4net":
-    model = model.clone(deploy=True)
-  return model, init(model), train_variables
+def inference_form(run: reporting.Run):
+  """(model, variables) of the restored model in inference form: rep4net merged (deploy)."""
+  if isinstance(run.experiment.model, rep4net.Rep4Net):
+    return rep4net.merge_variables(run.experiment.model, run.variables)
+  return run.experiment.model, run.variables
 
 
-def measure(config: dict, latency_runs: int) -> dict:
-  from minijax.layer_count import count_layers
-  model, variables, train_variables = inference_form(config)
-  size = config["data"]["image_size"]
-  count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  image = jnp.zeros((1, size, size, 3), jnp.float32)
-  compiled = forward.lower(variables, image).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  concrete = model.init(jax.random.key(0), image, train=False)
-  forward(concrete, image).block_until_ready()
-  latencies = []
-  for _ in range(latency_runs):
-    start = time.perf_counter()
-    forward(concrete, image).block_until_ready()
-    latencies.append(time.perf_counter() - start)
-  return {"layers": count_layers(model, variables, (1, size, size, 3)),
-          "params_train_form": count(train_variables["params"]),
-          "params_inference": count(variables["params"]),
-          "gflops_per_image": float(cost.get("flops", float("nan"))) / 1e9,
-          "latency_ms_batch1": 1000 * statistics.median(latencies)}
+def measure(run: reporting.Run, latency_runs: int) -> dict:
+  """Layers, parameters, GFLOPs and batch-1 latency of the run's inference form."""
+  model, variables = inference_form(run)
+  size = run.config.data.image_size
+  shape = (1, size, size, channels.MODEL_CHANNELS)
+  measured = reporting.cost(lambda v, x: model.apply(v, x, train=False),
+                            (variables, jnp.zeros(shape, jnp.float32)), latency_runs)
+  return {"layers": count_layers(model, variables, shape),
+          "params_train_form": models.count_params(run.variables["params"]),
+          "params_inference": models.count_params(variables["params"]),
+          "gflops_per_image": measured["flops"] / 1e9,
+          "latency_ms_batch1": 1000 * measured["seconds"]}
 
 
 def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[dict]]:
@@ -159,7 +138,7 @@ def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[di
         "workdir": run["name"], "model": run["model"],
         "test_acc_%": round(100 * run["test_accuracy"], 2),
         "ratio_to_resnet34_same_recipe": (round(run["test_accuracy"] / base["test_accuracy"], 4)
-                                          if base else ""),
+                                          if base and base["test_accuracy"] > 0 else ""),
         "layers": run["layers"], "params_M": round(run["params_inference"] / 1e6, 3),
         "params_train_form_M": round(run["params_train_form"] / 1e6, 3),
         "inference_GFLOPs": round(run["gflops_per_image"], 4),
@@ -187,9 +166,6 @@ def _markdown(rows: list[dict]) -> list[str]:
 
 
 def write(out: pathlib.Path, comparison, ablation, reference) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   out.mkdir(parents=True, exist_ok=True)
   for name, rows in (("comparison", comparison), ("ablation", ablation)):
     if rows:
@@ -237,11 +213,10 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
     paths += [pathlib.Path(p).expanduser().resolve() for p in matches]
   runs = []
   for path in paths:
-    if not (path / "report" / "results.json").is_file():
-      raise FileNotFoundError(f"{path}: no report/results.json (not a finished workdir)")
-    run = read_run(path)
-    run.update(measure(run["config"], latency_runs))
-    runs.append(run)
+    config, run = load(path)
+    row = read_run(run, config)
+    row.update(measure(run, latency_runs))
+    runs.append(row)
   if reference:
     ref_path = pathlib.Path(reference).expanduser().resolve()
     ref = next((r for r in runs if pathlib.Path(r["workdir"]) == ref_path), None)
@@ -255,13 +230,24 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
 
 
 def main(argv):
-  del argv
-  comparison, ablation = report(flags.FLAGS.workdirs.split(","), flags.FLAGS.out, flags.FLAGS.reference,
-                                flags.FLAGS.latency_runs)
-  print((pathlib.Path(flags.FLAGS.out) / "report.md").read_text())
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  reporting.quiet_logging()
+  args = flags.FLAGS
+  report(args.workdirs, args.out, args.reference, args.latency_runs)
+  print((pathlib.Path(args.out) / "report.md").read_text())
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program: importing this module claims none."""
+  flags.DEFINE_list("workdirs", None, "Finished workdirs (globs ok), comma-separated.")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_string("reference", None, "The full model's workdir (default: the first "
+                      "rep4net workdir listed).")
+  flags.DEFINE_integer("latency_runs", 30, "Timed batch-1 forward passes.", lower_bound=1)
+  flags.mark_flags_as_required(["workdirs", "out"])
 
 
 if __name__ == "__main__":
   _define_flags()
-  flags.mark_flags_as_required(["workdirs", "out"])
   app.run(main)

@@ -1,0 +1,170 @@
+"""What a Task 1 model sees of a channel subset: the subset table and its sampling, and each stem's
+training and evaluation inputs, against hand-built expectations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from minijax.projects.task1 import channel_inputs
+
+
+def _images(seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(2, 4, 4, 3)), jnp.float32)
+
+
+def _config(stem="conv", **overrides):
+  return tiny_config("complexcnn", project="task1", **{"model.stem": stem, **overrides})
+
+
+def _stack(images, *columns):
+  """(B, H, W, len(columns)): channel c of images, or zeros for None."""
+  x = np.asarray(images)
+  return np.stack([x[..., c] if c is not None else np.zeros_like(x[..., 0]) for c in columns], -1)
+
+
+def test_subset_table_rows_probabilities_and_masks():
+  table = channel_inputs.make_table((0, 1, 2), 3)
+  assert table.subsets == ((0, 1, 2), (0, 1), (0, 2), (1, 2), (0,), (1,), (2,))
+  np.testing.assert_allclose(table.probs, [1 / 3] + [1 / 9] * 6)
+  np.testing.assert_array_equal(table.masks[3], [0, 1, 1])
+  np.testing.assert_array_equal(table.counts, [3, 2, 2, 2, 1, 1, 1])
+  np.testing.assert_allclose(channel_inputs.make_table((0, 1, 2), 3, 0.5).probs,
+                             [0.5] + [0.25 / 3] * 6)
+  sub = channel_inputs.make_table((0, 2), 3)  # Training channels RB only.
+  assert sub.subsets == ((0, 2), (0,), (2,))
+  np.testing.assert_allclose(sub.probs, [0.5, 0.25, 0.25])
+
+
+def test_naive_mappings_by_hand():
+  sources, keep = channel_inputs.naive_mapping((1, 2), "seed", 3)  # GB -> [G, B, 0]
+  np.testing.assert_array_equal(sources[:2], [1, 2])
+  np.testing.assert_array_equal(keep, [1, 1, 0])
+  sources, keep = channel_inputs.naive_mapping((0,), "seed", 3)    # R -> [R, R, R]
+  np.testing.assert_array_equal(sources, [0, 0, 0])
+  np.testing.assert_array_equal(keep, [1, 1, 1])
+  sources, keep = channel_inputs.naive_mapping((1, 2), "zero", 3)  # GB -> [0, G, B]
+  np.testing.assert_array_equal(sources, [0, 1, 2])
+  np.testing.assert_array_equal(keep, [0, 1, 1])
+  with pytest.raises(ValueError, match="needs a 3-channel dataset"):
+    channel_inputs.naive_mapping((1,), "zero", 4)
+
+
+@pytest.mark.parametrize("full_fraction", [-1.0, 0.5])
+def test_subset_sampling_frequencies(full_fraction):
+  table = channel_inputs.make_table((0, 1, 2), 3, full_fraction)
+  draws = jax.vmap(lambda key: channel_inputs.sample_index(key, table))(
+      jax.random.split(jax.random.key(0), 6000))
+  frequencies = np.bincount(np.asarray(draws), minlength=len(table.subsets)) / 6000
+  np.testing.assert_allclose(frequencies, table.probs, atol=0.025)
+  sizes = np.array([len(s) for s in table.subsets])
+  expected_full = 1 / 3 if full_fraction < 0 else full_fraction
+  assert abs(frequencies[sizes == 3].sum() - expected_full) < 0.025
+  assert abs(frequencies[sizes == 1].sum() - frequencies[sizes == 2].sum()) < 0.04
+
+
+def test_evaluation_inputs_of_each_stem():
+  x = _images()
+  _, seed = channel_inputs.make_inputs(_config("conv"))
+  inputs, kwargs = seed("GB")(x)
+  np.testing.assert_array_equal(inputs, _stack(x, 1, 2, None))
+  assert kwargs == {}
+  np.testing.assert_array_equal(seed("B")(x)[0], _stack(x, 2, 2, 2))
+  _, zero = channel_inputs.make_inputs(_config("conv", **{"input.channel_fill": "zero"}))
+  np.testing.assert_array_equal(zero("GB")(x)[0], _stack(x, None, 1, 2))
+  np.testing.assert_array_equal(zero("R")(x)[0], _stack(x, 0, None, None))
+  _, adapter = channel_inputs.make_inputs(_config("adapter"))
+  inputs, kwargs = adapter("RB")(x)
+  np.testing.assert_array_equal(inputs, _stack(x, 0, 2, None))
+  assert kwargs == {"num_channels": 2}
+  _, dynamic = channel_inputs.make_inputs(_config("dynamic"))
+  inputs, kwargs = dynamic("BR")(x)
+  np.testing.assert_array_equal(inputs, _stack(x, 2, 0))  # The present channels, as ordered.
+  np.testing.assert_array_equal(kwargs["channel_ids"], [2, 0])
+
+
+@pytest.mark.parametrize("stem, train_channels, columns, kwargs", [
+    ("conv", "RGB", (0, 1, 2), {}),
+    ("conv", "RG", (0, 1, None), {}),
+    ("conv", "B", (2, 2, 2), {}),
+    ("adapter", "GB", (1, 2, None), {"num_channels": 2}),
+])
+def test_subset_training_off_feeds_the_training_channels_mapped(stem, train_channels, columns,
+                                                                kwargs):
+  train_inputs, _ = channel_inputs.make_inputs(
+      _config(stem, **{"input.train_channels": train_channels}))
+  x = _images()
+  inputs, got = train_inputs(jax.random.key(0), x)
+  np.testing.assert_array_equal(inputs, _stack(x, *columns))
+  assert got == kwargs
+
+
+def test_subset_training_off_dynamic_gets_the_present_channels_and_their_ids():
+  train_inputs, _ = channel_inputs.make_inputs(
+      _config("dynamic", **{"input.train_channels": "RB"}))
+  x = _images()
+  inputs, kwargs = train_inputs(jax.random.key(0), x)
+  np.testing.assert_array_equal(inputs, _stack(x, 0, 2))
+  np.testing.assert_array_equal(kwargs["channel_ids"], [0, 2])
+  assert "channel_mask" not in kwargs
+
+
+@pytest.mark.parametrize("stem, fill", [("conv", "seed"), ("conv", "zero"), ("adapter", "seed"),
+                                        ("dynamic", "seed")])
+def test_sampling_only_the_full_set_reproduces_plain_training_inputs_exactly(stem, fill):
+  plain = _config(stem, **{"input.channel_fill": fill})
+  sampled = _config(stem, **{"input.channel_fill": fill, "input.subset_training.enabled": True,
+                             "input.subset_training.full_fraction": 1.0})
+  x = _images()
+  inputs, kwargs = channel_inputs.make_inputs(plain)[0](jax.random.key(0), x)
+  np.testing.assert_array_equal(inputs, x)
+  for seed in range(3):
+    sampled_inputs, sampled_kwargs = channel_inputs.make_inputs(sampled)[0](
+        jax.random.key(seed), x)
+    np.testing.assert_array_equal(sampled_inputs, inputs)
+    if stem == "dynamic":  # All channels, all present.
+      np.testing.assert_array_equal(sampled_kwargs["channel_mask"], [1, 1, 1])
+      np.testing.assert_array_equal(sampled_kwargs["channel_ids"], kwargs["channel_ids"])
+    elif stem == "adapter":
+      assert int(sampled_kwargs["num_channels"]) == 3 == kwargs["num_channels"]
+    else:
+      assert kwargs == sampled_kwargs == {}
+
+
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+def test_each_sampled_batch_is_one_subset_mapped_as_its_stem_needs(stem):
+  config = _config(stem, **{"input.subset_training.enabled": True})
+  train_inputs = jax.jit(channel_inputs.make_inputs(config)[0])
+  table = channel_inputs.make_table((0, 1, 2), 3)
+  x = _images()
+  seen = set()
+  for seed in range(12):
+    rng = jax.random.key(seed)
+    subset = table.subsets[int(channel_inputs.sample_index(rng, table))]
+    seen.add(subset)
+    inputs, kwargs = train_inputs(rng, x)
+    if stem == "dynamic":  # All channels in, the absent ones masked.
+      np.testing.assert_array_equal(inputs, x)
+      np.testing.assert_array_equal(kwargs["channel_mask"], [c in subset for c in range(3)])
+      continue
+    # The seed's mapping of the drawn subset (the adapter's input too), built by hand.
+    columns = {1: subset * 3, 2: subset + (None,), 3: subset}[len(subset)]
+    np.testing.assert_array_equal(inputs, _stack(x, *columns))
+    if stem == "adapter":
+      assert int(kwargs["num_channels"]) == len(subset)
+  assert len({len(s) for s in seen}) == 3  # Every size was drawn.
+
+
+def test_zero_fill_keeps_present_channels_in_place():
+  config = _config("conv", **{"input.channel_fill": "zero",
+                              "input.subset_training.enabled": True})
+  train_inputs = jax.jit(channel_inputs.make_inputs(config)[0])
+  x = _images()
+  sizes = set()
+  for seed in range(8):
+    inputs = np.asarray(train_inputs(jax.random.key(seed), x)[0])
+    present = np.any(inputs != 0, axis=(0, 1, 2))
+    sizes.add(int(present.sum()))
+    np.testing.assert_array_equal(inputs[..., present], np.asarray(x)[..., present])
+    np.testing.assert_array_equal(inputs[..., ~present], 0)
+  assert len(sizes) > 1

@@ -1,0 +1,55 @@
+"""Task 1's config builder (configs/task1_*.py args) and the validation of its fields."""
+import pytest
+
+from minijax import projects
+from minijax.config import ConfigError
+from minijax.projects.task1 import config as task1_config
+
+
+def test_config_args_set_the_fields():
+  config = task1_config.get_config("dynamic", "demo,subsets,full=0.5,k=8,d=16,attn=0,tau=2,"
+                                              "backbone=resnet34")
+  assert (config.project, config.model.name, config.model.stem) == ("task1", "resnet34",
+                                                                     "dynamic")
+  assert config.data.name == "synthetic" and config.data.image_size == 32
+  assert config.input.subset_training.enabled and config.input.subset_training.full_fraction == 0.5
+  options = config.model.stem_options
+  assert (options.num_kernels, options.embed_dim, options.attention, options.temperature) == (
+      8, 16, False, 2.0)
+  projects.validate(config)
+  naive = task1_config.get_config("conv", "fill=zero")
+  assert naive.input.channel_fill == "zero" and naive.data.name == "imagelist"
+  assert not naive.input.subset_training.enabled
+  defaults = task1_config.get_config("dynamic", None).model.stem_options
+  assert (defaults.num_kernels, defaults.embed_dim, defaults.attention) == (4, 8, True)
+
+
+@pytest.mark.parametrize("stem, arg, message", [
+    ("dynamic", "demo,K=3", "unknown config arg"),
+    ("dynamic", "backbone=vgg", "backbone='vgg'"),
+    ("adapter", "fill=zero", "fill= applies to the naive config"),
+    ("conv", "k=8", "apply to the dynamic config"),
+])
+def test_bad_config_args_name_the_arg(stem, arg, message):
+  with pytest.raises(ValueError, match=message):
+    task1_config.get_config(stem, arg)
+
+
+@pytest.mark.parametrize("stem, key, value, message", [
+    ("dynamic", "model.stem_options.channel_names", "RGX",
+     "config.model.stem_options.channel_names='RGX'.*missing"),
+    ("conv", "model.stem", "hyper", "config.model.stem='hyper'"),
+    ("adapter", "input.channel_fill", "zero", "applies to naive models"),
+    ("conv", "input.channel_fill", "ones", "config.input.channel_fill='ones'"),
+    ("dynamic", "model.stem_options.num_kernels", 0, "must be a positive integer"),
+    ("dynamic", "model.stem_options.temperature", 0.0, "must be > 0"),
+    ("adapter", "model.stem_options.adapter_kernel_size", 2, "positive odd integer"),
+    ("conv", "input.subset_training.full_fraction", 1.5, "must be in \\[0, 1\\]"),
+    ("conv", "model.name", "rep4net", "Task 1 supports"),
+])
+def test_validate_names_the_bad_key(stem, key, value, message):
+  config = task1_config.get_config(stem, "demo")
+  projects.validate(config)
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(ConfigError, match=message):
+    projects.validate(config)

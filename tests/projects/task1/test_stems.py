@@ -1,0 +1,105 @@
+"""Task 1's models: the dynamic stem injected in place of each backbone's first conv, with that
+conv's geometry; the adapters, initialised to the seed's mapping; the stem's kernels from the
+variables alone."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from minijax import channels, models
+from minijax.projects.task1 import stems
+from minijax.projects.task1.dynamic_conv import DynamicConvStem
+
+
+def _task1_config(name, stem, **overrides):
+  return tiny_config(name, project="task1", **{"model.stem": stem, **overrides})
+
+
+# (backbone, replaced conv's kernel size, stride, features, use_bias), as in its code.
+GEOMETRY = [("complexcnn", 3, 1, 64, True), ("resnet34", 7, 2, 64, False),
+            ("improvedcnn", 3, 1, 32, True)]
+
+
+@pytest.mark.parametrize("name, kernel, stride, features, bias", GEOMETRY)
+def test_dynamic_stem_replaces_the_first_conv_of_each_backbone(name, kernel, stride, features,
+                                                               bias):
+  model = stems.create_model(_task1_config(name, "dynamic", **{"data.image_size": 32}))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  params = variables["params"]
+  assert "stem" in params and "conv1" not in params
+  if name == "improvedcnn":  # Its first conv would be Conv_0; the next two remain.
+    assert {"Conv_0", "Conv_1"} <= set(params) and "Conv_2" not in params
+  assert params["stem"]["generator_bias"].shape == (4, kernel, kernel, features)
+  assert ("bias" in params["stem"]) == bias
+  for subset in ("RGB", "GB", "R"):
+    logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, len(subset))),
+                                                  channel_ids=subset), variables)
+    assert logits.shape == (2, 4)
+  # The stem's output has the replaced conv's spatial size (stride 2 for ResNet's conv1).
+  stem = model.stem(features=features, kernel_size=kernel, strides=stride, padding=kernel // 2,
+                    use_bias=bias)
+  out = jax.eval_shape(lambda p: stem.apply({"params": p}, jnp.zeros((2, 32, 32, 2)),
+                                            channel_ids="GB"), params["stem"])
+  assert out.shape == (2, 32 // stride, 32 // stride, features)
+
+
+def test_stem_options_reach_the_stem():
+  config = _task1_config("complexcnn", "dynamic", **{
+      "model.stem_options.num_kernels": 3, "model.stem_options.embed_dim": 5,
+      "model.stem_options.attention_hidden": 7, "model.stem_options.channel_names": "R,G,B,NIR"})
+  model = stems.create_model(config)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))[
+      "params"]["stem"]
+  assert params["embedding"]["embedding"].shape == (4, 5)
+  assert params["generator_kernel"].shape == (5, 3, 3, 3, 64)
+  assert params["attention_in"]["kernel"].shape == (6, 7)  # [GAP, e_c] -> hidden.
+
+
+def test_stem_kernels_from_the_variables_equal_the_stems_own():
+  # ResNet's conv1 geometry (7x7, stride 2, no bias); eager calls: compiling ResNet takes longer.
+  model = stems.create_model(_task1_config("resnet18", "dynamic", **{"model.width": 8}))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+  rng = np.random.default_rng(0)
+  # Positive draws: BatchNorm variances among them.
+  variables = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), s.dtype), shapes)
+  ids = channels.channel_ids("GB", "RGB")
+  kernels = stems.stem_kernels(model, variables, ids)
+  stem = DynamicConvStem(features=8, kernel_size=7, strides=2, padding=3, use_bias=False,
+                         embed_dim=8)
+  expected = stem.apply({"params": variables["params"]["stem"]}, ids,
+                        method=DynamicConvStem.kernels)
+  np.testing.assert_array_equal(kernels, expected)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 2))
+  logits = model.apply(variables, x, channel_ids=ids)
+  assert np.all(np.isfinite(logits))
+  np.testing.assert_allclose(model.apply(variables, x, channel_ids=ids, kernels=kernels), logits,
+                             rtol=1e-5)
+  # The kernels passed in are the ones used (other kernels, other logits).
+  assert not np.allclose(model.apply(variables, x, channel_ids=ids, kernels=-kernels), logits)
+
+
+def test_adapters_start_as_the_seeds_mapping():
+  model = stems.create_model(_task1_config("complexcnn", "adapter"))
+  assert isinstance(model, stems.ChannelAdapter)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  assert {"adapter_1to3", "adapter_2to3", "backbone"} <= set(variables["params"])
+  # The 2->3 kernel at init, by hand: centre tap, input a -> out 0, b -> out 1, nothing -> out 2.
+  kernel = np.asarray(variables["params"]["adapter_2to3"]["kernel"])
+  expected = np.zeros((3, 3, 2, 3))
+  expected[1, 1, 0, 0] = expected[1, 1, 1, 1] = 1
+  np.testing.assert_array_equal(kernel, expected)
+  naive = models.create(_task1_config("complexcnn", "conv").model, 4, exclude=stems.CONFIG_KEYS)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  # The subset size traced (as in subset training): one compile for every subset.
+  adapted = jax.jit(lambda v, x, n: model.apply(v, x, num_channels=n))
+  for subset in ("RG", "B"):
+    mapped = channels.seed_inputs(x, channels.parse_subset(subset))
+    expected = jax.jit(naive.apply)({"params": variables["params"]["backbone"]}, mapped)
+    np.testing.assert_allclose(adapted(variables, mapped, len(subset)), expected, atol=1e-5)
+  static = jax.eval_shape(lambda v: model.apply(v, x, num_channels=1), variables)
+  assert static.shape == (2, 4)
+  with pytest.raises(ValueError, match="adapters exist for 1, 2 and 3 channels"):
+    model.apply(variables, x, num_channels=4)
+  with pytest.raises(ValueError, match="takes the seed's 3-channel mapping, got 2"):
+    model.apply(variables, x[..., :2], num_channels=2)

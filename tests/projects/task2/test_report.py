@@ -1,0 +1,130 @@
+"""Task 2's report (minijax.projects.task2.report) over tiny finished workdirs: the inference form is
+the merged TRAINED model, the comparison and ablation tables, recipes matched across models from
+merged configs, a converted-weights workdir (no metrics, no report), and the CLI."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import REPO, tiny_config
+from minijax import models, projects
+from minijax.projects import reporting
+from minijax.projects.task2 import report
+
+
+def _write_config(workdir, config: dict):
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps(config))
+
+
+def test_recipes_are_matched_and_ablations_named_on_merged_configs(tmp_path):
+  base = json.loads(tiny_config("rep4net", project="task2").to_json_best_effort())
+  resnet = json.loads(json.dumps(base))
+  resnet["model"] = {"name": "resnet34", "dtype": "float32"}
+  variant = json.loads(json.dumps(base))
+  variant["model"]["attention"] = False
+  del base["model"]["attention"]  # The reference's config.json predates the field (default True).
+  variant["data"]["data_dir"] = "/elsewhere"  # Paths do not change what is trained,
+  variant["steps_per_call"] = 4               # nor does how many steps run per jit call.
+  for name, config in (("base", base), ("resnet", resnet), ("variant", variant)):
+    _write_config(tmp_path / name, config)
+  load = lambda name: projects.load_workdir_config(tmp_path / name)  # noqa: E731
+  assert report.recipe_signature(load("resnet")) == report.recipe_signature(load("variant"))
+  assert report.config_diff(load("variant"), load("base")) == "model.attention: True -> False"
+  assert report.config_diff(load("base"), load("base")) == "(reference)"
+  variant["loss"]["label_smoothing"] = 0.1
+  _write_config(tmp_path / "variant", variant)
+  assert report.recipe_signature(load("resnet")) != report.recipe_signature(load("variant"))
+  assert report.config_diff(load("variant"), load("base")) == (
+      "loss.label_smoothing: 0.0 -> 0.1; model.attention: True -> False")
+
+
+@pytest.fixture(scope="module")
+def workdirs(student, tmp_path_factory, pretrained_workdir):
+  """The student (reference), an ablation (its copy, config seed 1) and a ResNet34 with random
+  weights as converted ones would be (no metrics, no report), trained with the same recipe."""
+  root = tmp_path_factory.mktemp("task2_report")
+  reference = root / "rep4net"
+  shutil.copytree(student[0], reference)
+  ablation = root / "rep4net_seed1"
+  shutil.copytree(student[0], ablation)
+  config = json.loads((ablation / "config.json").read_text())
+  config["seed"] = 1
+  (ablation / "config.json").write_text(json.dumps(config))
+  resnet = student[1].copy_and_resolve_references()
+  resnet.model = projects.base_config("task2", "resnet34").model
+  resnet.model.width = 8  # A narrow ResNet34: 34 layers all the same, compiled in seconds.
+  pretrained_workdir(root / "resnet34", resnet)
+  return reference, ablation, root / "resnet34"
+
+
+@pytest.mark.slow
+def test_the_inference_form_is_the_merged_trained_model(workdirs):
+  reference = workdirs[0]
+  run = reporting.load_run(reference)
+  model, variables = report.inference_form(run)
+  assert model.deploy and list(variables["params"]["layer3"]) == ["fused"]
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  trained = run.experiment.model.apply(run.variables, x, train=False)
+  np.testing.assert_allclose(model.apply(variables, x, train=False), trained, rtol=1e-4,
+                             atol=1e-4 * float(jnp.abs(trained).max()))
+  measured = report.measure(run, latency_runs=1)
+  assert measured["layers"] == 4
+  assert measured["params_inference"] == models.count_params(variables["params"])
+  assert measured["params_train_form"] == models.count_params(run.variables["params"])
+  assert measured["gflops_per_image"] > 0 and measured["latency_ms_batch1"] > 0
+
+
+@pytest.mark.slow
+def test_comparison_and_ablation_tables(workdirs, tmp_path):
+  reference, ablation, resnet = workdirs
+  comparison, ablations = report.report([str(reference.parent / "rep4net*"), str(resnet)],
+                                        str(tmp_path), reference=str(reference))
+  rows = {r["workdir"]: r for r in comparison}
+  assert list(rows) == ["rep4net", "rep4net_seed1", "resnet34"]
+  accuracy = json.loads((reference / "report" / "results.json").read_text())["channels"][0][
+      "accuracy"]
+  assert rows["rep4net"]["test_acc_%"] == round(100 * accuracy, 2)
+  assert (rows["rep4net"]["layers"], rows["resnet34"]["layers"]) == (4, 34)
+  run = reporting.load_run(reference)
+  merged = report.inference_form(run)[1]
+  assert rows["rep4net"]["params_M"] == round(models.count_params(merged["params"]) / 1e6, 3)
+  assert rows["rep4net"]["epochs"] == 1 and rows["rep4net"]["steps"] == 6
+  assert rows["rep4net"]["train_img_per_s"] > 0 and rows["rep4net"]["train_min"] >= 0
+  # The ResNet34 workdir had no report: it was evaluated and written; no training metrics.
+  resnet_accuracy = json.loads((resnet / "report" / "results.json").read_text())["channels"][0][
+      "accuracy"]
+  assert rows["resnet34"]["test_acc_%"] == round(100 * resnet_accuracy, 2)
+  assert np.isnan(rows["resnet34"]["train_img_per_s"]) and rows["resnet34"]["steps"] == 0
+  # Same recipe (only model.* differs): the ratio; the seed-1 copy has another recipe.
+  expected = round(accuracy / resnet_accuracy, 4) if resnet_accuracy > 0 else ""
+  assert rows["rep4net"]["ratio_to_resnet34_same_recipe"] == expected
+  assert rows["rep4net_seed1"]["ratio_to_resnet34_same_recipe"] == ""
+  assert [(a["workdir"], a["change"], a["delta_points"]) for a in ablations] == [
+      ("rep4net", "(reference)", 0.0), ("rep4net_seed1", "seed: 0 -> 1", 0.0)]
+  for name in ("comparison.csv", "ablation.csv", "report.md", "comparison.png", "ablation.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  with open(tmp_path / "comparison.csv") as f:
+    assert [r["model"] for r in csv.DictReader(f)] == ["rep4net", "rep4net", "resnet34"]
+  markdown = (tmp_path / "report.md").read_text()
+  assert "Reference (full model, main recipe): `rep4net`." in markdown
+  assert "| rep4net_seed1 | seed: 0 -> 1 |" in markdown
+  with pytest.raises(ValueError, match="is not among --workdirs"):
+    report.report([str(reference)], str(tmp_path), reference=str(resnet))
+
+
+@pytest.mark.slow
+def test_cli(workdirs, tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "minijax.projects.task2.report", f"--workdirs={workdirs[0]}",
+       f"--out={tmp_path}", "--latency_runs=1"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "# Task 2: <= 4-layer network vs ResNet34" in done.stdout
+  assert (tmp_path / "report.md").is_file()
