@@ -70,7 +70,7 @@ class InMemorySource:
 
 
 def _config(batch_size: int, steps: int, on_device: bool, steps_per_call: int):
-  config = config_lib.base_config()
+  config = config_lib.use_imagenet_statistics(config_lib.base_config())
   config.data.num_classes = 10
   config.data.image_size = _IMAGE_SIZE.value
   config.data.on_device = "yes" if on_device else "no"

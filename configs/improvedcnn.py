@@ -13,8 +13,9 @@ from minijax import config as config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, demo=False)
-  config = config_lib.base_config()
+  config = config_lib.use_imagenet_statistics(config_lib.base_config())
   config.model.name = "improvedcnn"
+  config.model.weight_init = "torch"  # As the seed's PyTorch models were initialised.
   if args.demo:
     config_lib.use_demo(config)
   return config

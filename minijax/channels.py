@@ -30,9 +30,9 @@ def parse_names(spec: str | Sequence[str]) -> tuple[str, ...]:
   repeated = sorted({n for n in names if names.count(n) > 1})
   if repeated:
     raise ValueError(f"channel names {spec!r}: {repeated} repeated")
-  bad = [n for n in names if "+" in n or not n.isalnum()]
+  bad = [n for n in names if not n.replace("_", "").isalnum()]
   if bad:
-    raise ValueError(f"channel names {spec!r}: {bad} must be letters and digits only")
+    raise ValueError(f"channel names {spec!r}: {bad} must be letters, digits and '_' only")
   return names
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -205,18 +206,35 @@ def load_pretrained(workdir, variables_template=None, use_ema: bool = True) -> t
 
 def restore_latest_good(manager: ocp.CheckpointManager, variables_template, opt_state_template,
                         ema_template=None) -> tuple[int, dict]:
-  """(step, restored) of the newest checkpoint that restores; a bad one is named and skipped."""
+  """(step, restored) of the newest checkpoint that restores. A bad one is named, and moved to
+  checkpoints.damaged/ (kept for inspection, out of the way of the steps trained again)."""
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return step, restore(manager, step, variables_template, opt_state_template, ema_template)
+      restored = restore(manager, step, variables_template, opt_state_template, ema_template)
     except Exception as error:  # pylint: disable=broad-except
       # Orbax and TensorStore raise many types for a damaged checkpoint; each is reported.
       reason = f"{type(error).__name__}: {_first_line(error)}"
-      failures.append(f"{pathlib.Path(str(manager.directory)) / str(step)} ({reason})")
+      failures.append((step, reason))
       logging.warning("checkpoint %s cannot be restored (%s); trying an older one",
-                      pathlib.Path(str(manager.directory)) / str(step), reason)
-  raise CheckpointError("no checkpoint can be restored: " + "; ".join(failures))
+                      step_path(manager, step), reason)
+      continue
+    if failures:
+      _move_aside(manager, [bad for bad, _ in failures])
+    return step, restored
+  raise CheckpointError("no checkpoint can be restored: " + "; ".join(
+      f"{step_path(manager, step)} ({reason})" for step, reason in failures))
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps) -> None:
+  if jax.process_index() == 0:
+    damaged = pathlib.Path(str(manager.directory)).with_name("checkpoints.damaged")
+    damaged.mkdir(exist_ok=True)
+    for step in steps:
+      target = damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+      os.replace(step_path(manager, step), target)
+      logging.warning("moved the damaged checkpoint %s to %s", step_path(manager, step), target)
+  manager.reload()
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,11 +15,12 @@ from minijax import channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASETS = ("imagelist", "synthetic", "tfds")
+DATASETS = ("imagelist", "synthetic", "multispectral", "tfds")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine")
 INTERPOLATIONS = ("nearest", "bilinear")
+MAX_ALL_SUBSETS_CHANNELS = 5  # Up to this many channels, every subset is evaluated by default.
 CONFIG_FILE = "config.json"
 
 
@@ -49,9 +50,20 @@ def base_config() -> ml_collections.ConfigDict:
   # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
   config.data.on_device = "auto"
   config.data.device_memory_fraction = 0.5
+  # Image lists (imagelist, synthetic, multispectral): every image of the splits a run reads is
+  # decoded once before it starts (minijax.data.verify); a bad one fails the run ("fail") or is
+  # left out and listed in WORKDIR/skipped.tsv ("skip"), as `minijax.tools.prepare` does.
+  config.data.on_bad_files = "fail"
+  # True: images may really lie outside data.root through symlinks (e.g. images/ ->
+  # /mnt/disk2/images); False: such a file is a bad file naming its target.
+  config.data.allow_symlinks_outside_root = False
+  # The embedded datasets' parameters (minijax.data.synthetic, minijax.data.multispectral).
   config.data.synthetic = ml_collections.ConfigDict(dict(
       num_classes=10, train_per_class=120, val_per_class=20, test_per_class=20, seed=0,
       min_size=40, max_size=96))
+  config.data.multispectral = ml_collections.ConfigDict(dict(
+      num_shapes=3, train_per_class=120, val_per_class=20, test_per_class=40, seed=0,
+      min_size=36, max_size=64, dtype="uint16", file_format="npy"))
   # name "tfds": a dataset prepared by `python -m minijax.tools.prepare` (decoded pixels).
   config.data.tfds_name = "imagenet_mini/256px"
   config.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.
@@ -60,12 +72,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   # On-device preprocessing and augmentation (minijax.data.augment), inside the jitted step.
   config.input = ml_collections.ConfigDict()
-  config.input.mean = IMAGENET_MEAN  # One value per channel of data.channels.
-  config.input.std = IMAGENET_STD
+  # One value per channel of data.channels, in [0, 1] pixel units; empty: the statistics recorded
+  # with the dataset (minijax.tools.prepare, dataset.json), else ImageNet's for R, G, B.
+  config.input.mean = ()
+  config.input.std = ()
   config.input.flip = True
   config.input.rotation_degrees = 10.0
   config.input.rotation_interpolation = "bilinear"  # Or "nearest" (torchvision's default).
-  config.input.train_channels = "RGB"  # A naive model trained on a subset, e.g. "RG".
+  config.input.train_channels = ""  # The channels trained on, e.g. "RG"; empty: all of them.
   config.input.random_resized_crop = False
   config.input.crop_scale = (0.25, 1.0)    # Area fraction of the crop box.
   config.input.crop_ratio = (0.75, 4 / 3)  # Aspect ratio (w / h) of the crop box.
@@ -155,6 +169,26 @@ def _parse_value(key: str, text: str, default):
     raise ValueError(f"config arg {key}={text!r}: expected {type(default).__name__}") from None
 
 
+def use_imagenet_statistics(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The seed's normalisation: ImageNet's mean and std (whatever the dataset's own are)."""
+  config.input.mean, config.input.std = IMAGENET_MEAN, IMAGENET_STD
+  return config
+
+
+def use_multispectral_demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The embedded multispectral set (R, G, B, NIR, SWIR; minijax.data.multispectral) at 32x32."""
+  config.data.name = "multispectral"
+  config.data.channels = "R,G,B,NIR,SWIR"
+  config.data.num_classes = config.data.multispectral.num_shapes * 4
+  config.data.image_size = 32
+  config.input.mean, config.input.std = (), ()  # The set's recorded train statistics.
+  config.batch_size = 32
+  config.eval.batch_size = 120
+  config.num_epochs = 10
+  config.log_every_steps = 15
+  return config
+
+
 def use_demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The embedded synthetic dataset at 32x32, small batches, 6 epochs: minutes on a CPU."""
   config.data.name = "synthetic"
@@ -186,6 +220,12 @@ def use_fashion_mnist(config: ml_collections.ConfigDict) -> ml_collections.Confi
   return config
 
 
+def train_channels(config: ml_collections.ConfigDict) -> str:
+  """The subset trained on: config.input.train_channels, or all of data.channels."""
+  names = channels.parse_names(config.data.channels)
+  return config.input.train_channels or channels.format_subset(names, names)
+
+
 def eval_subsets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The channel subsets to evaluate: config.eval.channel_subsets, or all of data.channels'."""
   return tuple(config.eval.channel_subsets) or channels.all_subsets(config.data.channels)
@@ -201,6 +241,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
   _choice("optimizer.schedule", opt.schedule, SCHEDULES)
   _choice("input.rotation_interpolation", inputs.rotation_interpolation, INTERPOLATIONS)
   _choice("eval.split", config.eval.split, ("val", "test"))
+  _choice("data.on_bad_files", data.on_bad_files, ("fail", "skip"))
   if not 0 < data.device_memory_fraction <= 1:
     raise ConfigError("data.device_memory_fraction", data.device_memory_fraction,
                       "must be in (0, 1]")
@@ -226,15 +267,27 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     names = channels.parse_names(data.channels)
   except ValueError as error:
     raise ConfigError("data.channels", data.channels, str(error)) from None
+  if bool(inputs.mean) != bool(inputs.std):
+    raise ConfigError("input.std" if inputs.mean else "input.mean", (),
+                      "set input.mean and input.std together (or neither: the dataset's)")
   for key in ("mean", "std"):
-    if len(inputs[key]) != len(names):
+    if inputs[key] and len(inputs[key]) != len(names):
       raise ConfigError(f"input.{key}", inputs[key],
                         f"needs one value per channel of data.channels={data.channels!r}")
   if any(s <= 0 for s in inputs.std):
     raise ConfigError("input.std", inputs.std, "must be positive")
   if inputs.rotation_degrees < 0:
     raise ConfigError("input.rotation_degrees", inputs.rotation_degrees, "must be >= 0")
-  for key, subsets in (("input.train_channels", [inputs.train_channels]),
+  if data.name == "multispectral":
+    from_params = data.multispectral.num_shapes * 4
+    if data.num_classes != from_params:
+      raise ConfigError("data.num_classes", data.num_classes,
+                        f"the multispectral set has num_shapes * 4 = {from_params} classes")
+  if not config.eval.channel_subsets and len(names) > MAX_ALL_SUBSETS_CHANNELS:
+    raise ConfigError("eval.channel_subsets", (), f"{len(names)} channels have "
+                      f"{2 ** len(names) - 1} subsets: list the ones to evaluate")
+  for key, subsets in (("input.train_channels", [inputs.train_channels] if inputs.train_channels
+                        else []),
                        ("eval.channel_subsets", list(config.eval.channel_subsets))):
     for subset in subsets:
       try:

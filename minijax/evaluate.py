@@ -86,7 +86,7 @@ def make_validator(config, experiment, mesh):
   images, labels = pipeline.load_split(pipeline.get_source(config.data, "val"),
                                        config.data.num_threads)
   evaluator = Evaluator(experiment, mesh, config.eval.batch_size)
-  subset = config.input.train_channels
+  subset = config_lib.train_channels(config)
 
   def validate(variables) -> dict:
     result = evaluator.evaluate(variables, images, labels, subset)

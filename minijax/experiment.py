@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minijax import channels, losses, models, optim
+from minijax import channels, config as config_lib, losses, models, optim
 from minijax.data import augment
 
 # (rng, normalised images) -> (model inputs, keyword arguments of model.apply)
@@ -67,7 +67,7 @@ def build(config, *, model: nn.Module | None = None) -> Experiment:
   model = model or models.create(config.model, config.data.num_classes)
   size = config.data.image_size
   eval_inputs = seed_channel_inputs(config.data.channels)
-  train_inputs = eval_inputs(config.input.train_channels)
+  train_inputs = eval_inputs(config_lib.train_channels(config))
   return Experiment(
       model=model,
       init_inputs=lambda: (jnp.zeros((1, size, size, channels.MODEL_CHANNELS), jnp.float32), {}),

@@ -114,17 +114,27 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
   'report_dir'. Raises ConfigError before any data is read or anything is compiled."""
   workdir = pathlib.Path(workdir).expanduser().resolve()
   projects.validate(config, jax.device_count())
+  if not config.input.mean:  # The dataset's statistics, recorded in config.json with the rest.
+    config.input.mean, config.input.std = pipeline.normalization(config.data)
+    projects.validate(config, jax.device_count())
   experiment = projects.build(config)
   logging.info("config:\n%s", config)
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()
+  is_main = jax.process_index() == 0
+  # Every process checks (they must all leave out the same entries).
   if mode == "train":
-    pipeline.check_splits(config.data, ("train", "val", config.eval.split))
+    pipeline.check_splits(config.data, ("train", "val", config.eval.split),
+                          report_path=workdir / "skipped.tsv" if is_main else None,
+                          progress=is_main and config.progress_bar)
+  else:
+    pipeline.check_splits(config.data, (config.eval.split,), progress=False)
+  if mode == "train":
     validate = evaluate.make_validator(config, experiment, mesh)
     train.train(config, workdir, experiment, mesh=mesh, validate=validate)
   results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
   results["report_dir"] = str(pathlib.Path(report_dir or workdir / "report").expanduser())
-  if jax.process_index() == 0:
+  if is_main:
     report.write(results["report_dir"], results, metrics.read_metrics(workdir))
   return results
 
@@ -134,8 +144,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
-    sys.exit(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help "
-             "on flags.")
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+      # ml_collections quotes get_config's traceback: its last line is the config file's error.
+      sys.exit(f"invalid config: {lines[-1].split(': ', 1)[-1]} (in {lines[0].split(':')[0]})")
+    sys.exit(f"FATAL Flags parsing error: {' '.join(lines)}\nPass --helpshort or --helpfull to "
+             "see help on flags.")
   except ValueError as error:  # Raised by a config file's get_config, e.g. an unknown arg.
     sys.exit(f"invalid config: {error}")
   except (AttributeError, KeyError) as error:

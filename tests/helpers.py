@@ -2,6 +2,7 @@
 import pathlib
 
 from minijax import config as config_lib, projects
+from minijax.data import pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -17,8 +18,11 @@ TINY_OVERRIDES = {
 def tiny_config(model: str = "complexcnn", project: str = "", **overrides):
   """The :demo config of a model, shrunk to seconds: 4 classes, 48 train images, 16 px."""
   config = config_lib.use_demo(projects.base_config(project, model))
+  config.lock()  # An unknown key in the overrides is an error, not a new field.
   config.update_from_flattened_dict({**TINY_OVERRIDES, **overrides})
   projects.validate(config)
+  if not config.input.mean:  # As minijax.main does: the dataset's statistics.
+    config.input.mean, config.input.std = pipeline.normalization(config.data)
   return config
 
 

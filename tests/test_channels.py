@@ -38,7 +38,7 @@ def test_bad_subsets_name_the_channel(subset, names, message):
 def test_bad_names():
   with pytest.raises(ValueError, match="repeated"):
     channels.parse_names("R,G,R")
-  with pytest.raises(ValueError, match="letters and digits"):
+  with pytest.raises(ValueError, match="letters, digits and"):
     channels.parse_names("R,G-1")
 
 

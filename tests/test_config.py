@@ -37,7 +37,8 @@ def test_parse_arg_errors_name_the_token(arg, message):
     ("ema_decay", 1.0, "config.ema_decay=1.0"),
     ("input.crop_scale", (0.5, 0.2), "config.input.crop_scale"),
     ("input.rotation_interpolation", "cubic", "config.input.rotation_interpolation='cubic'"),
-    ("input.mean", (0.5, 0.5), "needs one value per channel"),
+    ("input.mean", (0.5, 0.5), "set input.mean and input.std together"),
+    ("data.on_bad_files", "ignore", "config.data.on_bad_files='ignore'"),
     ("eval.channel_subsets", ("RGB", "RX"), "config.eval.channel_subsets='RX'"),
     ("batch_size", 0, "config.batch_size=0: must be a positive integer"),
     ("checkpoint_every_steps", -1, "config.checkpoint_every_steps=-1"),
@@ -47,6 +48,24 @@ def test_validate_names_the_bad_key(key, value, message):
   config = config_lib.use_demo(config_lib.base_config())
   config.update_from_flattened_dict({key: value})
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    projects.validate(config)
+
+
+def test_normalisation_needs_one_value_per_channel():
+  config = config_lib.use_demo(config_lib.base_config())
+  config.input.mean, config.input.std = (0.5, 0.5), (0.2, 0.2)
+  with pytest.raises(config_lib.ConfigError, match="config.input.mean=.*needs one value per "
+                     "channel of data.channels='R,G,B'"):
+    projects.validate(config)
+
+
+def test_five_channels_evaluate_every_subset_and_more_need_a_list():
+  config = config_lib.use_multispectral_demo(config_lib.base_config())
+  projects.validate(config)
+  assert len(config_lib.eval_subsets(config)) == 31
+  assert config_lib.train_channels(config) == "R+G+B+NIR+SWIR"
+  config.data.channels = "R,G,B,NIR,SWIR,RE1"
+  with pytest.raises(config_lib.ConfigError, match="63 subsets: list the ones to evaluate"):
     projects.validate(config)
 
 

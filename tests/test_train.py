@@ -95,7 +95,7 @@ def _run_main(workdir, *args, env_extra=None, timeout=300):
 def test_four_host_devices_give_the_same_losses_as_one(tmp_path):
   # ResNet18 has BatchNorm: under jit its statistics are over the global batch on any mesh.
   # A small learning rate: Adam's first steps are sign-like and would amplify float noise.
-  args = cli_overrides(**{"model.name": "resnet18", "num_epochs": 1,
+  args = cli_overrides(**{"model.name": "resnet18", "num_epochs": 1, "model.weight_init": "flax",
                           "optimizer.learning_rate": 1e-5, "eval.channel_subsets": "('RGB',)"})
   one = _run_main(tmp_path / "one", *args)
   assert one.returncode == 0, one.stderr[-3000:]

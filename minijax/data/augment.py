@@ -75,9 +75,16 @@ def random_rotate(rng: jax.Array, images: jax.Array, max_degrees: float,
   return rotate(images, angles * (math.pi / 180.0), interpolation)
 
 
+def _statistics(input_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  if not input_config.mean or not input_config.std:
+    raise ValueError("config.input.mean / std are empty: fill them with the dataset's statistics "
+                     "first (minijax.data.pipeline.normalization, as minijax.main does)")
+  return tuple(input_config.mean), tuple(input_config.std)
+
+
 def make_augment(input_config) -> Augment:
   """(rng, uint8 images) -> normalised float images: flip, rotation, normalisation."""
-  mean, std = tuple(input_config.mean), tuple(input_config.std)
+  mean, std = _statistics(input_config)
   flip, degrees = input_config.flip, input_config.rotation_degrees
   interpolation = input_config.rotation_interpolation
 
@@ -96,7 +103,7 @@ def make_augment(input_config) -> Augment:
 def make_preprocess(input_config) -> Callable[..., jax.Array]:
   """uint8 images -> normalised float images (evaluation): no augmentation, or `pixel_transform`
   of the [0, 1] images before normalisation (the seed's test-time protocol)."""
-  mean, std = tuple(input_config.mean), tuple(input_config.std)
+  mean, std = _statistics(input_config)
 
   def preprocess(images_u8, pixel_transform=None):
     images = to_unit_float(images_u8)

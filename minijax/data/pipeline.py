@@ -19,7 +19,8 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
-from minijax.data import imagelist, order, synthetic
+from minijax.config import IMAGENET_MEAN, IMAGENET_STD
+from minijax.data import imagelist, listcheck, multispectral, order, synthetic, verify
 
 try:  # grain internals, only to build a worker's batch in shared memory (saves a copy of it).
   from grain._src.python.dataset.transformations.process_prefetch import is_in_worker_process
@@ -35,29 +36,81 @@ PREFETCH_PER_THREAD = 2
 LOAD_CHUNK = 64
 
 
-def get_source(data_config, split: str):
+def _open_source(data_config, split: str):
   """The random-access source of one split ('train', 'val', 'test') named by config.data."""
+  image_list = functools.partial(
+      imagelist.ImageListSource, split=split, image_size=data_config.image_size,
+      num_classes=data_config.num_classes, channels=data_config.channels,
+      allow_symlinks_outside_root=data_config.allow_symlinks_outside_root)
   if data_config.name == "synthetic":
     params = dict(data_config.synthetic)
     root = pathlib.Path(data_config.root) if data_config.root else synthetic.default_synthetic_root(
         **params)
-    synthetic.write_synthetic_dataset(root, **params)
-    return imagelist.ImageListSource(root, split, data_config.image_size, data_config.num_classes)
+    return image_list(synthetic.write_synthetic_dataset(root, **params))
+  if data_config.name == "multispectral":
+    params = dict(data_config.multispectral)
+    root = (pathlib.Path(data_config.root) if data_config.root
+            else multispectral.default_multispectral_root(**params))
+    return image_list(multispectral.write_multispectral_dataset(root, **params))
   if data_config.name == "imagelist":
-    return imagelist.ImageListSource(data_config.root, split, data_config.image_size,
-                                     data_config.num_classes)
+    return image_list(data_config.root)
   if data_config.name == "tfds":
-    # Pixels prepared once by `python -m minijax.prepare`; imported here so that TFDS loads only
-    # when used.
-    from minijax.data import tfds_source  # pylint: disable=import-outside-toplevel
-    return tfds_source.source_from_config(data_config, split)
+    return _tfds_source().source_from_config(data_config, split)
   raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset")
 
 
-def check_splits(data_config, splits) -> None:
-  """Opens every named split once, so that a missing or bad one fails before training starts."""
-  for split in dict.fromkeys(splits):
-    get_source(data_config, split)
+def _tfds_source():
+  """minijax.data.tfds_source, imported on first use: TFDS takes seconds to import."""
+  from minijax.data import tfds_source  # pylint: disable=import-outside-toplevel
+  return tfds_source
+
+
+# Entries check_splits found bad and left out (data.on_bad_files="skip"): (root, split) -> listed
+# paths. Every later get_source of the split leaves them out too, so that training, validation and
+# evaluation read the same examples.
+_SKIPPED: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def get_source(data_config, split: str):
+  """The random-access source of one split ('train', 'val', 'test') named by config.data,
+  without the entries check_splits left out."""
+  source = _open_source(data_config, split)
+  skipped = _SKIPPED.get((str(getattr(source, "root", "")), split))
+  return source.without(skipped) if skipped else source
+
+
+def check_splits(data_config, splits, *, report_path=None, progress: bool = True
+                 ) -> list[listcheck.Problem]:
+  """Opens every named split and decodes each of its images once (minijax.data.verify), so that a
+  missing or bad list or image fails before training starts (data.on_bad_files="fail"), or is left
+  out of every later get_source and listed in report_path, e.g. WORKDIR/skipped.tsv ("skip").
+  Returns what was left out. Prepared TFDS datasets were checked by prepare: only opened here."""
+  sources = {split: _open_source(data_config, split) for split in dict.fromkeys(splits)}
+  result = verify.verify_splits(sources, on_bad=data_config.on_bad_files, progress=progress)
+  for split, source in sources.items():
+    _SKIPPED.pop((str(getattr(source, "root", "")), split), None)
+  for problem in result.problems:
+    key = (str(sources[problem.split].root), problem.split)
+    _SKIPPED[key] = _SKIPPED.get(key, frozenset()) | {problem.path}
+  if report_path is not None and data_config.on_bad_files == "skip":
+    pathlib.Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    listcheck.write_report(pathlib.Path(report_path), result.problems)
+  return result.problems
+
+
+def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean, std) per channel recorded with the dataset (its train split), else ImageNet's for
+  R, G, B data; DataError for other channels without recorded statistics."""
+  if data_config.name == "tfds":
+    stats = _tfds_source().dataset_stats(data_config.tfds_name, data_config.data_dir or None)
+  else:
+    stats = imagelist.dataset_stats(_open_source(data_config, "train"))
+  if stats is not None:
+    return tuple(stats["mean"]), tuple(stats["std"])
+  if imagelist.parse_channels(data_config.channels) == imagelist.DEFAULT_CHANNELS:
+    return IMAGENET_MEAN, IMAGENET_STD
+  raise imagelist.DataError(f"the {data_config.name} dataset records no channel statistics for "
+                            f"{data_config.channels}: set config.input.mean and config.input.std")
 
 
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,

@@ -1,7 +1,7 @@
 """Random-access source over a prepared TFDS dataset (array_record), for grain.
 
 Examples come back as {'image': (S, S, C) uint8 or uint16, 'label': int32}, exactly what the
-image-list sources give, but read from pixels stored once by `python -m minijax.prepare` (no
+image-list sources give, but read from pixels stored once by `python -m minijax.tools.prepare` (no
 decoding). Reading needs no builder code: TFDS reads the dataset from its files (dataset_info.json,
 features.json), and the channel names and train statistics come from prepare's channel_stats.json
 beside them (datasets prepared before it have none: R, G, B and no statistics), so training never
@@ -31,18 +31,18 @@ def prepare_command(tfds_name: str, data_dir: str | None = None) -> str:
   if name == "imagenet_mini":
     note = ("  (a source whose dataset.json declares the channels and dtype in the config name, "
             "or pass them as --channels=... --dtype=...)" if "_" in config else "")
-    return ("python -m minijax.prepare --source=/path/to/images.zip"
+    return ("python -m minijax.tools.prepare --source=/path/to/images.zip"
             + ("" if size_flag == " --image_size=256" else size_flag) + data_dir_flag + note)
   if name == "minijax_synthetic":
-    note = ("  (non-default synthetic parameters: build with minijax.prepare.prepare("
+    note = ("  (non-default synthetic parameters: build with minijax.tools.prepare.prepare("
             "'synthetic', synthetic_params=...))" if "_" in config else "")
-    return "python -m minijax.prepare --synthetic" + size_flag + data_dir_flag + note
+    return "python -m minijax.tools.prepare --synthetic" + size_flag + data_dir_flag + note
   if name == "minijax_multispectral":
-    note = ("  (non-default multispectral parameters: build with minijax.prepare.prepare("
+    note = ("  (non-default multispectral parameters: build with minijax.tools.prepare.prepare("
             "'multispectral', multispectral_params=...))" if "_" in config else "")
-    return "python -m minijax.prepare --multispectral" + size_flag + data_dir_flag + note
+    return "python -m minijax.tools.prepare --multispectral" + size_flag + data_dir_flag + note
   if name == "fashion_mnist_idx":
-    return "python -m minijax.prepare --fashion_mnist" + data_dir_flag
+    return "python -m minijax.tools.prepare --fashion_mnist" + data_dir_flag
   return f"tfds build {name}" + data_dir_flag
 
 
@@ -167,8 +167,8 @@ def _example(record: dict) -> dict[str, np.ndarray]:
 
 
 def source_from_config(data_config, split: str) -> TfdsSource:
-  """config.data (name 'tfds') -> source. An optional config.data.tfds_splits maps the trainer's
-  split names to TFDS split strings, e.g. {'train': 'train[:5000]'} for a small run."""
-  splits = data_config.get("tfds_splits") or {}
-  return TfdsSource(data_config.tfds_name, splits.get(split, split), data_config.data_dir or None,
-                    image_size=data_config.image_size, num_classes=data_config.num_classes)
+  """config.data (name 'tfds') -> source. config.data.tfds_splits maps the trainer's split names to
+  TFDS split strings, e.g. {'train': 'train[:5000]'} for a small run."""
+  return TfdsSource(data_config.tfds_name, data_config.tfds_splits[split],
+                    data_config.data_dir or None, image_size=data_config.image_size,
+                    num_classes=data_config.num_classes, channels=data_config.channels)

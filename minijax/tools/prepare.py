@@ -1,11 +1,12 @@
 r"""Prepare a dataset once: every image decoded to pixels in a TFDS array_record dataset.
 
-  python -m minijax.prepare --source=/path/to/images.zip [--data_dir=DIR] [--image_size=256] \
-      [--num_workers=N] [--strict] [--channels=R,G,B,NIR --dtype=uint16 --keep_alpha]
-  python -m minijax.prepare --synthetic [--image_size=32]      # the embedded synthetic set
-  python -m minijax.prepare --multispectral [--image_size=32]  # the embedded R,G,B,NIR,SWIR set
-  python -m minijax.prepare --fashion_mnist [--source=DIR]     # IDX files; default: the Debian
-                                                               # package dataset-fashion-mnist
+  python -m minijax.tools.prepare --source=/path/to/images.zip [--data_dir=DIR] \
+      [--image_size=256] [--num_workers=N] [--strict] \
+      [--channels=R,G,B,NIR --dtype=uint16 --keep_alpha]
+  python -m minijax.tools.prepare --synthetic [--image_size=32]      # the embedded synthetic set
+  python -m minijax.tools.prepare --multispectral [--image_size=32]  # embedded R,G,B,NIR,SWIR set
+  python -m minijax.tools.prepare --fashion_mnist [--source=DIR]     # IDX files; default: the
+                                                                     # Debian dataset-fashion-mnist
 
 --source is images.zip (read in place, not extracted) or the folder holding train.txt,
 val.txt/validation.txt, test.txt and images/; a folder of Fashion-MNIST IDX files is recognised
@@ -47,29 +48,7 @@ from absl import app, flags, logging
 
 from minijax.data import imagelist, listcheck
 
-
-def _define_flags() -> None:
-  """CLI flags, defined only when run as a program: importing prepare() claims none."""
-  flags.DEFINE_string("source", None, "images.zip, its extracted folder, or a folder of "
-                       "Fashion-MNIST IDX files.")
-  flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or "
-                       "~/tensorflow_datasets).")
-  flags.DEFINE_integer("image_size", None, "Side of the stored square images "
-                       "(default 256; 32 with --synthetic; Fashion-MNIST: 28 only).")
-  flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
-  flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
-  flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
-  flags.DEFINE_boolean("multispectral", False, "Prepare the embedded multispectral dataset.")
-  flags.DEFINE_string("channels", None, "Channel names of an image-list source without a "
-                      "dataset.json, e.g. R,G,B,NIR (default R,G,B).")
-  flags.DEFINE_enum("dtype", None, ["uint8", "uint16"], "Pixel type of such a source "
-                    "(default uint8).")
-  flags.DEFINE_boolean("keep_alpha", None, "Keep PNG alpha as a 4th channel (default: composite "
-                       "over black).")
-  flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
-  flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
-  flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
-
+FLAGS = flags.FLAGS
 
 KINDS = ("imagenet_mini", "synthetic", "multispectral", "fashion_mnist")
 
@@ -197,37 +176,61 @@ def _default_data_dir() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
+  if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every step at INFO.
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
   chosen = [name for name in ("synthetic", "multispectral", "fashion_mnist")
-            if flags.FLAGS[name].value]
+            if FLAGS[name].value]
   if len(chosen) > 1:
     raise app.UsageError(f"choose one of --{' and --'.join(chosen)}")
-  layout = {"channels": flags.FLAGS.channels, "dtype": flags.FLAGS.dtype,
-            "keep_alpha": flags.FLAGS.keep_alpha}
+  layout = {"channels": FLAGS.channels, "dtype": FLAGS.dtype,
+            "keep_alpha": FLAGS.keep_alpha}
   if chosen and any(v is not None for v in layout.values()):
     raise app.UsageError(f"--{chosen[0]} has its own channels; drop --channels, --dtype and "
                          "--keep_alpha")
-  if flags.FLAGS.synthetic or flags.FLAGS.multispectral:
-    if flags.FLAGS.source:
+  if FLAGS.synthetic or FLAGS.multispectral:
+    if FLAGS.source:
       raise app.UsageError(f"--{chosen[0]} writes its own files; drop --source")
     kind = chosen[0]
-  elif flags.FLAGS.fashion_mnist:
+  elif FLAGS.fashion_mnist:
     kind = "fashion_mnist"
   else:
-    kind = detect_kind(flags.FLAGS.source)
+    kind = detect_kind(FLAGS.source)
   try:
     layout = {k: v for k, v in layout.items() if v is not None}
-    prepared = prepare(kind, source=flags.FLAGS.source, data_dir=flags.FLAGS.data_dir,
-                       image_size=flags.FLAGS.image_size, num_workers=flags.FLAGS.num_workers,
-                       strict=flags.FLAGS.strict, keep_cache=flags.FLAGS.keep_cache,
-                       overwrite=flags.FLAGS.overwrite, **layout)
+    prepared = prepare(kind, source=FLAGS.source, data_dir=FLAGS.data_dir,
+                       image_size=FLAGS.image_size, num_workers=FLAGS.num_workers,
+                       strict=FLAGS.strict, keep_cache=FLAGS.keep_cache,
+                       overwrite=FLAGS.overwrite, **layout)
   except imagelist.DataError as error:
     sys.exit(f"prepare failed: {error}")
   except KeyboardInterrupt:
     sys.exit("interrupted: rerun the same command to continue (decoded chunks are kept)")
   print(summary(prepared))
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program: importing prepare() must not claim flag names (--source,
+  # --image_size) that another program may define too.
+  flags.DEFINE_string("source", None, "images.zip, its extracted folder, or a folder of "
+                       "Fashion-MNIST IDX files.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or "
+                       "~/tensorflow_datasets).")
+  flags.DEFINE_integer("image_size", None, "Side of the stored square images "
+                       "(default 256; 32 with --synthetic; Fashion-MNIST: 28 only).")
+  flags.DEFINE_integer("num_workers", None, "Decoding processes (default: all cores).")
+  flags.DEFINE_boolean("strict", False, "Fail on any bad entry instead of skipping it.")
+  flags.DEFINE_boolean("synthetic", False, "Prepare the embedded synthetic dataset.")
+  flags.DEFINE_boolean("multispectral", False, "Prepare the embedded multispectral dataset.")
+  flags.DEFINE_string("channels", None, "Channel names of an image-list source without a "
+                      "dataset.json, e.g. R,G,B,NIR (default R,G,B).")
+  flags.DEFINE_enum("dtype", None, ["uint8", "uint16"], "Pixel type of such a source "
+                    "(default uint8).")
+  flags.DEFINE_boolean("keep_alpha", None, "Keep PNG alpha as a 4th channel (default: composite "
+                       "over black).")
+  flags.DEFINE_boolean("fashion_mnist", False, "Prepare Fashion-MNIST.")
+  flags.DEFINE_boolean("keep_cache", False, "Keep the decode cache after success.")
+  flags.DEFINE_boolean("overwrite", False, "Rebuild even if the dataset exists.")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@ r"""Per-layer model summary, like the torchsummary tables of the seed's report.
 
   python -m minijax.tools.summary --config=configs/complexcnn.py[:arg] [--config.x=y] \
       [--image_size=256] [--channels=RGB] [--noflops]
+  python -m minijax.tools.summary --config=configs/task1_dynamic.py --channels=GB
+  python -m minijax.tools.summary --config=configs/task2_fashion_mnist.py:rep4net
 
-For any config (Task 1 stems and Task 2 models included) it prints one row per layer with its
+For any config (Task 1 stems and Task 2 models included: the model, its initialisation and its
+inputs come from minijax.projects.build, as in training) it prints one row per layer with its
 output shape and parameter count, the totals, and XLA's FLOP count of one image's forward, so a
 model can be checked against the seed's table (and its cost compared) without training it.
+Nothing is read from disk and no parameters are allocated (shapes only, jax.eval_shape).
 
 Rows, in the order torchsummary lists them (its forward hooks fire as each call returns, so a
 block's row follows its layers' rows):
@@ -24,6 +28,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import sys
 from typing import Callable
 
 from absl import app, flags, logging
@@ -125,23 +130,37 @@ def _recording(rows: list[Row], params):
       setattr(module, attr, original)
 
 
-def summarize(config, image_size: int | None = None, channels: str = "RGB",
+def summarize(config, image_size: int | None = None, channels: str | None = None,
               flops: bool = True) -> Summary:
-  """The rows and totals of config's model at image_size (default config.data.image_size)."""
-  from minijax import channel_subsets, models  # pylint: disable=import-outside-toplevel
+  """The rows and totals of config's model at image_size (default config.data.image_size), fed
+  the channel subset `channels` (default: the trained ones, config.input.train_channels, or all of
+  config.data.channels) as evaluation feeds it.
+
+  The model, its initialisation and its inputs are the experiment's (minijax.projects.build), so
+  any project's config is summarised as it trains and evaluates.
+  """
+  from minijax import channels as channels_lib, projects  # pylint: disable=import-outside-toplevel
 
   size = image_size or config.data.image_size
-  model = models.create_model(config.model, config.data.num_classes)
-  image = lambda batch: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)  # noqa: E731
-  # The trainer's initialisation (train.init_variables): a 3-channel image, no channel inputs.
-  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), image(1))
-  variables = flax.core.unfreeze(variables)
+  config = config.copy_and_resolve_references()
+  config.data.image_size = size  # The experiment's init_inputs (ImprovedCNN's fc1) follow it.
+  names = channels_lib.parse_names(config.data.channels)
+  subset = channels or config.input.train_channels or channels_lib.format_subset(names, names)
+  experiment = projects.build(config)
+  model = experiment.model
+  eval_inputs = experiment.eval_inputs(subset)
+  num_channels = len(names)
+  # Normalised images of the dataset's channels, as evaluation passes them to eval_inputs.
+  image = lambda batch: jax.ShapeDtypeStruct(  # noqa: E731
+      (batch, size, size, num_channels), jnp.float32)
+  # The trainer's initialisation: the experiment's init_inputs (example input, model kwargs).
+  variables = flax.core.unfreeze(jax.eval_shape(experiment.init_variables, jax.random.key(0)))
   model_inputs = []
 
   def forward(variables, images):
-    inputs, channel_inputs = channel_subsets.eval_inputs(images, channels, config)
+    inputs, model_kwargs = eval_inputs(images)
     model_inputs.append(inputs.shape)
-    return model.apply(variables, inputs, train=False, **channel_inputs)
+    return model.apply(variables, inputs, train=False, **model_kwargs)
 
   # Traced at batch 1 and 2: the dims that follow the batch print as -1, whatever their position
   # (a channel embedding's rows are not a batch).
@@ -159,7 +178,8 @@ def summarize(config, image_size: int | None = None, channels: str = "RGB",
     if isinstance(analysis, (list, tuple)):  # Older jax: one dict per computation.
       analysis = analysis[0]
     flops_per_image = float(analysis.get("flops", float("nan")))
-  title = f"{type(model).__name__} ({config.model.name}), channels {channels}"
+  project = f"{config.project}, " if config.project else ""
+  title = f"{type(model).__name__} ({project}{config.model.name}), channels {subset}"
   return Summary(title, _batch_as_minus_one(model_inputs[0], model_inputs[1]), rows,
                  _count(variables.get("params", {})), _count(variables.get("batch_stats", {})),
                  flops_per_image)
@@ -195,7 +215,11 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # jax's backend probing logs at INFO.
-  print(format_summary(summarize(FLAGS.config, FLAGS.image_size, FLAGS.channels, FLAGS.flops)))
+  try:
+    result = summarize(FLAGS.config, FLAGS.image_size, FLAGS.channels, FLAGS.flops)
+  except ValueError as error:  # A ConfigError (bad model field) or an unknown channel subset.
+    sys.exit(f"summary: {error}")
+  print(format_summary(result))
 
 
 def _define_flags() -> None:
@@ -204,7 +228,8 @@ def _define_flags() -> None:
                                   lock_config=True)
   flags.DEFINE_integer("image_size", None, "Input side (default: config.data.image_size).",
                        lower_bound=1)
-  flags.DEFINE_string("channels", "RGB", "Channel subset fed to the model.")
+  flags.DEFINE_string("channels", None, "Channel subset fed to the model, as evaluation feeds it "
+                      "(default: the trained ones, config.input.train_channels, else all).")
   flags.DEFINE_boolean("flops", True, "Compile the forward and print XLA's FLOP count.")
   flags.mark_flags_as_required(["config"])
 

@@ -1,10 +1,13 @@
 """PyTorch interop: load the seed project's .pth checkpoints into minijax's Flax models.
 
 Converting a torch state_dict proves that the Flax ports compute the same function as the seed's
-PyTorch models (see tests/test_interop.py) and lets the seed's trained weights be evaluated here
-or teach a distillation run.
+PyTorch models (see tests/tools/test_torch_interop.py) and lets the seed's trained weights be
+evaluated here or teach a Task 2 distillation run.
 
-  python -m minijax.interop --model=complexcnn --pth=best_model.pth --workdir=/tmp/converted
+  python -m minijax.tools.torch_interop --model=complexcnn --pth=best_model.pth \
+      --workdir=/tmp/converted [--image_size=256] [--num_classes=50]
+  python -m minijax.main --config=configs/complexcnn.py --workdir=/tmp/converted --mode=evaluate \
+      --config.data.root=/path/to/imagenet-mini
 
 Layout conversions (torch -> flax):
   Conv2d weight   (O, I, kH, kW)  -> kernel (kH, kW, I, O)
@@ -20,8 +23,10 @@ call is commented out, so every state_dict it saved carries them. Any other key 
 in the model is refused, since it might change the function.
 
 A converted workdir holds the trainer's variables layout ({'params', 'batch_stats'}, the latter
-empty for the plain CNNs) and a config.json of the model, so `--mode=evaluate` restores it and a
-distillation run (config.recipe.distill_workdir) can use it as its teacher.
+empty for the plain CNNs) as checkpoint step 0 (checksummed, minijax.checkpointing.save_pretrained)
+and a config.json of the model (the core schema, minijax.projects.load_workdir_config reads it),
+so `minijax.main --mode=evaluate` restores it and a Task 2 distillation run
+(--config.distill.workdir) can use it as its teacher.
 
 torch is optional (pip install -e '.[torch]'): only load_torch_checkpoint and the CLI need it;
 torch_to_flax_variables also accepts numpy arrays.
@@ -47,6 +52,8 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _DATA_PARALLEL_PREFIX = "module."
 # BatchNorm's counter has no Flax counterpart and does not affect evaluation.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
+# Models with a configs/<model>.py (the converted workdir evaluates through it).
+_SEED_CONFIGS = ("improvedcnn", "complexcnn", "resnet34")
 
 
 # Modules that the seed's __init__ builds and its forward never calls: model -> (exact keys, why).
@@ -242,7 +249,7 @@ def torch_to_flax_variables(model_name: str, state_dict: Mapping[str, Any],
     torch_leaf = _LEAF_NAMES.get((collection, leaf))
     if torch_module is None or torch_leaf is None:
       raise ValueError(f"{model_name}: no torch name for template leaf {'/'.join(path)}; "
-                       "the model and minijax.interop are out of sync")
+                       "the model and minijax.tools.torch_interop are out of sync")
     torch_key_of[path] = f"{torch_module}.{torch_leaf}"
 
   missing = sorted(k for k in torch_key_of.values() if k not in tensors)
@@ -280,28 +287,35 @@ def load_torch_checkpoint(path) -> Mapping[str, Any]:
   return checkpoint
 
 
+def model_config(model_name: str, image_size: int = 256, num_classes: int = 50):
+  """The core config (projects.base_config) of the seed model the weights belong to, with the
+  seed's normalisation (ImageNet's mean and std): what the converted workdir's config.json holds."""
+  from minijax import config as config_lib, projects  # pylint: disable=import-outside-toplevel
+
+  config = projects.base_config("", model_name)
+  config.data.image_size = image_size
+  config.data.num_classes = num_classes
+  config.input.mean, config.input.std = config_lib.IMAGENET_MEAN, config_lib.IMAGENET_STD
+  return config
+
+
 def variables_template(model_name: str, image_size: int, num_classes: int, in_channels: int = 3):
   """Builds the model and the abstract shapes of its variables (no parameters are allocated)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from minijax.models import create as create_model  # pylint: disable=import-outside-toplevel
+  from minijax import models  # pylint: disable=import-outside-toplevel
 
-  model = create_model(ml_collections.ConfigDict({"name": model_name, "dtype": "float32"}),
-                       num_classes)
+  model = models.create(model_config(model_name, image_size, num_classes).model, num_classes)
   dummy = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
-  template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), dummy)
+  template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
   return model, template
 
 
 def _write_config(workdir, model_name: str, image_size: int, num_classes: int) -> None:
-  """config.json of the model the weights belong to, as a training workdir has (recipe reads it)."""
-  from minijax import config_lib  # pylint: disable=import-outside-toplevel
+  """WORKDIR/config.json as a training workdir has it (the core schema, project '')."""
+  from minijax import config as config_lib  # pylint: disable=import-outside-toplevel
 
-  config = config_lib.base_config(model_name)
-  config.data.image_size = image_size
-  config.data.num_classes = num_classes
-  path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
+  path = pathlib.Path(workdir).expanduser().resolve() / config_lib.CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(config.to_json_best_effort(indent=2))
+  path.write_text(model_config(model_name, image_size, num_classes).to_json_best_effort(indent=2))
 
 
 def convert_checkpoint(model_name: str, pth_path, workdir, image_size: int = 256,
@@ -337,6 +351,9 @@ def main(argv) -> None:
   if ignored:
     print(f"Ignored {len(ignored)} keys of a module the forward never calls: {', '.join(ignored)}")
   print(f"Converted {FLAGS.pth} ({FLAGS.model}) to minijax variables at {written}")
+  if FLAGS.model in _SEED_CONFIGS:
+    print(f"Evaluate it with: python -m minijax.main --config=configs/{FLAGS.model}.py "
+          f"--workdir={FLAGS.workdir} --mode=evaluate [--config.data.root=...]")
 
 
 def _define_flags() -> None:

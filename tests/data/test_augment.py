@@ -37,7 +37,7 @@ def test_flip_flips_some_images_exactly():
 
 
 def _input_config(**overrides):
-  config = config_lib.base_config().input
+  config = config_lib.use_imagenet_statistics(config_lib.base_config()).input
   config.update(overrides)
   return config
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from minijax import prepare
+from minijax.tools import prepare
 from minijax.data import pipeline, synthetic, tfds_source
 
 SMALL = dict(num_classes=3, train_per_class=5, val_per_class=2, test_per_class=2, min_size=24,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minijax import channels
+from minijax import channels, config as config_lib
 
 FILLS = ("seed", "zero")
 
@@ -101,7 +101,7 @@ def make_inputs(config):
   def eval_inputs(subset: str):
     return static_inputs(channels.parse_subset(subset, names))
 
-  train_indices = channels.parse_subset(config.input.train_channels, names)
+  train_indices = channels.parse_subset(config_lib.train_channels(config), names)
   sampling = config.input.subset_training
   if not sampling.enabled:
     fixed = static_inputs(train_indices)
