@@ -5,8 +5,11 @@ configs/*.py build their experiment from `base_config()` plus a preset and `pars
 projects (minijax/projects/*) add their own fields in their config.py. `validate` checks every
 core field before any data is read or anything is compiled and names the first bad key.
 """
+import inspect
 import json
 import pathlib
+import re
+import sys
 from typing import Any
 
 import ml_collections
@@ -35,21 +38,21 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
   """The seed's recipe on ImageNet-mini: Adam 1e-3, batch 64, 25 epochs, 256x256, flip + rot 10."""
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0  # Initialisation, data order and augmentation draws all derive from it.
   config.project = ""  # "" (core), "task1" or "task2": which project builds the experiment.
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "imagelist"
+  config.data.name = "imagelist"  # imagelist | synthetic | multispectral | tfds.
   config.data.root = ""  # Folder with train.txt, val.txt (or validation.txt), test.txt, images/.
-  config.data.image_size = 256
-  config.data.num_classes = 50
+  config.data.image_size = 256  # Images are squashed to this square size.
+  config.data.num_classes = 50  # Labels must lie in [0, num_classes).
   config.data.channels = "R,G,B"  # The dataset's channel names, in storage order.
   config.data.num_threads = 8   # Reader threads (PIL decoding releases the GIL).
   config.data.num_workers = 0   # >0: grain worker processes for the train stream.
   # Hold the decoded train split on the accelerator and gather batches there: "auto" when it takes
   # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
   config.data.on_device = "auto"
-  config.data.device_memory_fraction = 0.5
+  config.data.device_memory_fraction = 0.5  # data.on_device="auto": the most it may take.
   # Image lists (imagelist, synthetic, multispectral): every image of the splits a run reads is
   # decoded once before it starts (minijax.data.verify); a bad one fails the run ("fail") or is
   # left out and listed in WORKDIR/skipped.tsv ("skip"), as `minijax.tools.prepare` does.
@@ -75,12 +78,12 @@ def base_config() -> ml_collections.ConfigDict:
   # One value per channel of data.channels, in [0, 1] pixel units; empty: the statistics recorded
   # with the dataset (minijax.tools.prepare, dataset.json), else ImageNet's for R, G, B.
   config.input.mean = ()
-  config.input.std = ()
-  config.input.flip = True
-  config.input.rotation_degrees = 10.0
+  config.input.std = ()  # Likewise, one per channel.
+  config.input.flip = True  # Random horizontal flip, p = 0.5.
+  config.input.rotation_degrees = 10.0  # Random rotation in [-d, d] degrees, black fill.
   config.input.rotation_interpolation = "bilinear"  # Or "nearest" (torchvision's default).
   config.input.train_channels = ""  # The channels trained on, e.g. "RG"; empty: all of them.
-  config.input.random_resized_crop = False
+  config.input.random_resized_crop = False  # A random box of the model input, resized back.
   config.input.crop_scale = (0.25, 1.0)    # Area fraction of the crop box.
   config.input.crop_ratio = (0.75, 4 / 3)  # Aspect ratio (w / h) of the crop box.
   config.input.mixup_alpha = 0.0           # > 0: mixup with Beta(alpha, alpha).
@@ -88,12 +91,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.input.mix_prob = 1.0              # Probability that a batch is mixed.
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "complexcnn"
+  config.model.name = "complexcnn"  # A name in minijax.models.MODELS (or the project's).
   config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"           # Or "adamw" (decoupled weight decay).
-  config.optimizer.learning_rate = 1e-3
+  config.optimizer.learning_rate = 1e-3  # Peak learning rate.
   config.optimizer.weight_decay = 0.0      # adamw only: decay of conv/dense kernels.
   config.optimizer.schedule = "constant"   # Or "warmup_cosine".
   config.optimizer.warmup_epochs = 0.0     # warmup_cosine: linear warmup from 0, in epochs.
@@ -101,25 +104,25 @@ def base_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.0  # > 0: an EMA of the weights is validated, checkpointed and reported.
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.label_smoothing = 0.0
+  config.loss.label_smoothing = 0.0  # epsilon: targets (1 - eps) one-hot + eps / classes.
 
   # A workdir (e.g. weights converted by minijax.tools.torch_interop) whose best checkpoint's
   # weights start training; used only when this run's workdir has no checkpoint yet.
   config.init_from = ""
 
   config.batch_size = 64  # Global, over all devices and processes.
-  config.num_epochs = 25
-  config.log_every_steps = 50
+  config.num_epochs = 25  # Full passes over the train split.
+  config.log_every_steps = 50  # Train metrics are fetched and logged this often (host sync).
   config.checkpoint_every_steps = 0  # > 0: also checkpoint every N steps (epoch ends always).
-  config.checkpoint_keep_best = 1
+  config.checkpoint_keep_best = 1  # Best checkpoints (by val loss) kept besides the latest.
   # Split held on the device: train steps per jit call (lax.scan), cut at log/epoch/checkpoint
   # steps. More steps per call amortise the dispatch of the train state.
   config.steps_per_call = 8
-  config.progress_bar = True
+  config.progress_bar = True  # A tqdm bar on the console (process 0).
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.split = "test"
-  config.eval.batch_size = 64
+  config.eval.split = "test"  # The split of the final report: "val" or "test".
+  config.eval.batch_size = 64  # Global, as batch_size.
   config.eval.channel_subsets = ()  # Empty: every non-empty subset of data.channels.
   # > 0: also report each subset's accuracy under the seed's own test protocol, random flip +
   # rotation (minijax.data.seed_protocol), as mean and spread over this many draws.
@@ -378,3 +381,55 @@ def _merge(config: ml_collections.ConfigDict, saved: dict, prefix: str) -> None:
     if key in config and isinstance(config[key], tuple) and isinstance(value, list):
       value = tuple(value)  # JSON has no tuples.
     config[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+_FIELD_LINE = re.compile(r"^\s*config\.([\w.]+)\s*=\s*(?:[^#]*?)(?:#\s*(.*))?$")
+
+
+def field_help(*functions) -> dict[str, str]:
+  """Each config key's comment in the functions that define the fields (base_config and the
+  projects' add_fields): the comment on its line, else the comment block just above it."""
+  helps: dict[str, str] = {}
+  for function in (base_config,) + functions:
+    block: list[str] = []
+    for line in inspect.getsource(function).splitlines():
+      stripped = line.strip()
+      if stripped.startswith("#"):
+        block.append(stripped.lstrip("# "))
+        continue
+      match = _FIELD_LINE.match(line)
+      if match:
+        helps.setdefault(match.group(1), (match.group(2) or " ".join(block)).strip())
+      block = []
+  return helps
+
+
+def describe(config: ml_collections.ConfigDict, helps: dict[str, str],
+             defaults: ml_collections.ConfigDict | None = None) -> str:
+  """Every field as `key = value  # help [default: ...]`, one line each, in definition order."""
+  flat = _flatten(config.to_dict())
+  default_flat = _flatten(defaults.to_dict()) if defaults is not None else {}
+  lines = []
+  for key, value in flat.items():
+    # A key set inside a dict(...) (e.g. data.synthetic.seed) has its parent's comment.
+    text = helps[key] if key in helps else next((helps[p] for p in _parents(key) if p in helps),
+                                                "")
+    default = default_flat.get(key, value)
+    note = "" if default == value else f" [default {default!r}]"
+    lines.append(f"{key} = {value!r}" + (f"  # {text}{note}" if text or note else ""))
+  return "\n".join(lines)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _parents(key: str) -> list[str]:
+  parts = key.split(".")
+  return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]

@@ -24,7 +24,10 @@ from minijax.data.imagelist import DataError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "evaluate", "print_config"],
+    "train (resuming WORKDIR), evaluate (WORKDIR's best checkpoint), or print_config: every config "
+    "field with its value, meaning and default, then exit.")
 _REPORT_DIR = flags.DEFINE_string(
     "report_dir", None, "Where to write the report (default WORKDIR/report), e.g. for a "
     "read-only workdir.")
@@ -51,12 +54,18 @@ _HEARTBEAT = flags.DEFINE_integer(
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "initialization_timeout_seconds", 300, "How long processes wait for each other at start.",
     lower_bound=1)
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _MODE.value == "print_config":
+    print(projects.describe(_CONFIG.value))
+    return
+  if _WORKDIR.value is None:
+    sys.exit("FATAL Flags parsing error: --workdir is required (the folder for checkpoints, "
+             "metrics and the report)")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and grain are chatty at INFO; -v 0 shows it.
   enable_compilation_cache(_COMPILATION_CACHE.value)
@@ -106,7 +115,20 @@ def run() -> None:
   if jax.process_index() == 0:
     for row in results["channels"]:
       print(f"{results['split']} accuracy {row['channels']:>3}: {100 * row['accuracy']:.2f}%")
-    print(f"report: {results['report_dir']}", flush=True)
+    print(where_things_are(config, workdir, results["report_dir"]), flush=True)
+
+
+def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
+  """The closing lines: where the run's outputs and its dataset are."""
+  lines = [f"report:      {report_dir}  (channel_accuracy.md, results.json, *.png plots)",
+           f"checkpoints: {workdir / 'checkpoints'}  (best by validation loss, and the latest)",
+           f"metrics:     {workdir / 'metrics.jsonl'}; TensorBoard: tensorboard --logdir "
+           f"{workdir}  (pip install -e '.[tensorboard]')"]
+  dataset = pipeline.dataset_location(config.data)
+  if config.data.name in ("synthetic", "multispectral") and not config.data.root:
+    dataset += "  (embedded, generated once; MINIJAX_DATA_DIR moves the cache)"
+  lines.append(f"dataset:     {dataset}")
+  return "\n".join(lines)
 
 
 def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> dict:

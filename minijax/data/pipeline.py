@@ -98,6 +98,19 @@ def check_splits(data_config, splits, *, report_path=None, progress: bool = True
   return result.problems
 
 
+def dataset_location(data_config) -> str:
+  """Where config.data's dataset is read from: a folder, or a TFDS name in its data dir."""
+  if data_config.name == "tfds":
+    data_dir = data_config.data_dir or _tfds_source().default_data_dir()
+    return f"{data_config.tfds_name} in {data_dir}"
+  if data_config.root:
+    return str(pathlib.Path(data_config.root).expanduser())
+  params = dict(data_config[data_config.name])
+  if data_config.name == "synthetic":
+    return str(synthetic.default_synthetic_root(**params))
+  return str(multispectral.default_multispectral_root(**params))
+
+
 def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """(mean, std) per channel recorded with the dataset (its train split), else ImageNet's for
   R, G, B data; DataError for other channels without recorded statistics."""

@@ -63,3 +63,10 @@ def load_workdir_config(workdir) -> ml_collections.ConfigDict:
   """A workdir's config.json merged onto its project's full schema."""
   saved = config_lib.load_workdir_config(workdir, config_lib.base_config())
   return config_lib.load_workdir_config(workdir, base_config(saved.project, saved.model.name))
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """Every field of `config`: value, meaning and (where it differs) the schema's default."""
+  project = get(config.project)
+  return config_lib.describe(config, config_lib.field_help(project.add_fields),
+                             base_config(config.project, config.model.name))

@@ -65,6 +65,8 @@ def write(report_dir, results: dict, records: list[dict]) -> pathlib.Path:
                        f"{scores['f1'][c]:.4f}", int(scores["confusion"][c].sum())])
   plots.plot_curves(records, report / "curves.png")
   plots.plot_channel_accuracy(rows, report / "channel_accuracy.png",
-                              f"{split} accuracy by input channels")
-  plots.plot_confusion(scores["confusion"], report / f"confusion_{reference}.png", reference)
+                              f"{split} accuracy by input channels ({results['num_examples']} "
+                              f"images, step {results['checkpoint_step']})")
+  plots.plot_confusion(scores["confusion"], report / f"confusion_{reference}.png",
+                       f"{split} confusion matrix, channels {reference}")
   return report
