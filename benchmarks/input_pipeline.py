@@ -1,6 +1,6 @@
 r"""Input pipeline throughput: the seed's per-epoch JPEG decoding vs minijax's prepared TFDS path.
 
-  /work/venv/bin/python benchmarks/input_pipeline.py [--images=400] [--size=256] [--workers=2]
+  python benchmarks/input_pipeline.py [--images=400] [--size=256] [--workers=2]
 
 Both arms read the same JPEG files (the embedded synthetic set written at --size px, JPEG entries
 only, as in ImageNet-mini), in one run on the same machine:
@@ -8,7 +8,7 @@ only, as in ImageNet-mini), in one run on the same machine:
       rotation +-10 degrees, in a torch DataLoader with --workers worker processes (a
       multiprocessing Pool when torch is missing). Output stays uint8 (no ToTensor/Normalize), so
       the baseline is, if anything, flattered.
-  (b) minijax: the files prepared once (python -m minijax.prepare) into TFDS array_record, read
+  (b) minijax: the files prepared once (python -m minijax.tools.prepare) into TFDS array_record, read
       through pipeline.train_batches (grain) as uint8 batches, with as many reader threads as
       --workers and with the config's default 8 (config.data.num_threads).
       Augmentation happens on the accelerator inside the jitted step, so it is not part of the
@@ -19,6 +19,7 @@ import argparse
 import os
 import pathlib
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +29,6 @@ from PIL import Image
 
 from minijax.data import imagelist, synthetic
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def seed_transform(path: str, size: int, rng: random.Random) -> np.ndarray:
@@ -92,9 +92,9 @@ def time_baseline(dataset: SeedDataset, batch_size: int, workers: int, epochs: i
 
 def time_minijax(data_dir: pathlib.Path, tfds_name: str, size: int, batch_size: int,
                  epochs: int, num_threads: int) -> float:
-  from minijax import config_lib  # pylint: disable=import-outside-toplevel
+  from minijax import config as config_lib  # pylint: disable=import-outside-toplevel
   from minijax.data import pipeline  # pylint: disable=import-outside-toplevel
-  data = config_lib.base_config("complexcnn").data
+  data = config_lib.base_config().data
   data.name, data.tfds_name, data.data_dir = "tfds", tfds_name, str(data_dir)
   data.image_size, data.num_classes = size, 50
   source = pipeline.get_source(data, "train")
@@ -111,9 +111,12 @@ def time_minijax(data_dir: pathlib.Path, tfds_name: str, size: int, batch_size: 
 
 def time_device_augmentation(size: int, batch_size: int, repeats: int) -> float:
   import jax  # pylint: disable=import-outside-toplevel
-  from minijax import preprocess  # pylint: disable=import-outside-toplevel
-  augment = jax.jit(lambda rng, x: preprocess.train_preprocess(
-      rng, x, mean=MEAN, std=STD, flip=True, rotation_degrees=10.0))
+  from minijax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from minijax.data import augment as augment_lib  # pylint: disable=import-outside-toplevel
+  # The trainer's augmentation with the seed's defaults: flip, rotation 10 degrees, normalise.
+  inputs = config_lib.base_config().input
+  inputs.mean, inputs.std = config_lib.IMAGENET_MEAN, config_lib.IMAGENET_STD
+  augment = jax.jit(augment_lib.make_augment(inputs))
   images = jax.numpy.asarray(np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3),
                                                                dtype=np.uint8))
   rng = jax.random.key(0)
@@ -123,6 +126,19 @@ def time_device_augmentation(size: int, batch_size: int, repeats: int) -> float:
     out = augment(jax.random.fold_in(rng, i), images)
   out.block_until_ready()
   return repeats * batch_size / (time.perf_counter() - start)
+
+
+def link_tree(source: pathlib.Path, target: pathlib.Path) -> None:
+  """target/ with every file of source/ hard-linked (copied across filesystems): the files lie
+  inside the data root, as prepare requires of a tree that is not symlinked there on purpose."""
+  for path in source.rglob("*"):
+    if path.is_file():
+      destination = target / path.relative_to(source)
+      destination.parent.mkdir(parents=True, exist_ok=True)
+      try:
+        os.link(path, destination)
+      except OSError:
+        shutil.copy2(path, destination)
 
 
 def write_jpeg_root(work: pathlib.Path, images: int, min_size: int,
@@ -137,7 +153,7 @@ def write_jpeg_root(work: pathlib.Path, images: int, min_size: int,
   root = work / "jpeg_only"
   root.mkdir(exist_ok=True)
   if not (root / "images").exists():
-    (root / "images").symlink_to(full / "images")
+    link_tree(full / "images", root / "images")
   for list_name in ("train.txt", "val.txt", "test.txt"):
     lines = [line for line in (full / list_name).read_text().splitlines()
              if line.split()[0].endswith(".JPEG")]
@@ -156,7 +172,7 @@ def main() -> None:
   parser.add_argument("--work_dir", default=None, help="keep files here (default: a temp dir)")
   args = parser.parse_args()
 
-  from minijax import prepare  # pylint: disable=import-outside-toplevel
+  from minijax.tools import prepare  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:
     work = pathlib.Path(args.work_dir or tmp)
     root = write_jpeg_root(work, args.images, args.size)

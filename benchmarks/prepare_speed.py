@@ -1,10 +1,10 @@
-r"""Prepare throughput: images/s of `minijax.prepare` (decode once + write TFDS array_record).
+r"""Prepare throughput: img/s of `minijax.tools.prepare` (decode once + write TFDS array_record).
 
-  /work/venv/bin/python benchmarks/prepare_speed.py [--images=400] [--repeat=8] [--size=256] \
+  python benchmarks/prepare_speed.py [--images=400] [--repeat=8] [--size=256] \
       [--workers=N]
 
 Writes --images synthetic JPEGs of --size px (JPEG entries only, like ImageNet-mini), lists each
-file --repeat times under different names (symlinked folders: distinct entries, no extra disk;
+file --repeat times under different names (hard-linked folders: distinct entries, no extra disk;
 enough work to hide the worker start-up of ~1 s), then runs:
   1. a full prepare (decode in --workers processes into the chunk cache, then TFDS writes),
   2. the same prepare again with --overwrite and the cache kept: no decoding, only TFDS's
@@ -20,21 +20,22 @@ import sys
 import tempfile
 import time
 
-from minijax import prepare
+from minijax.tools import prepare
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import input_pipeline  # pylint: disable=wrong-import-position
 
 
 def replicate(root: pathlib.Path, out: pathlib.Path, times: int) -> pathlib.Path:
-  """A data root listing every file of `root` `times` times, as images0/..., images1/..."""
+  """A data root listing every file of `root` `times` times, as images0/..., images1/... (hard
+  links: prepare refuses files that resolve outside the data root)."""
   out.mkdir()
   for name in ("train.txt", "val.txt", "test.txt"):
     lines = (root / name).read_text().splitlines()
     (out / name).write_text("".join(f"images{k}{line.removeprefix('images')}\n"
                                     for k in range(times) for line in lines))
   for k in range(times):
-    (out / f"images{k}").symlink_to((root / "images").resolve())
+    input_pipeline.link_tree((root / "images").resolve(), out / f"images{k}")
   return out
 
 

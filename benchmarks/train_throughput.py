@@ -4,21 +4,20 @@ r"""Model-only training throughput: the jitted train step on synthetic uint8 inp
       --dtypes=float32,bfloat16 --image_size=256 --batch_size=64 --steps=50
 
 Prints one line per (model, dtype): img/s and ms/step, measured after compilation and warm-up with
-the real train step (augmentation, channel mapping, loss, Adam update included). This is the
-"model-only" baseline the end-to-end figures are compared with. On a 2-core CPU use small sizes,
-e.g. --image_size=32 --batch_size=16 --steps=5.
+the trainer's own train step, train.step_function(experiment) of the core experiment built from
+the config (augmentation, channel mapping, loss, Adam update included), jitted as train.train
+jits it, on one uint8 batch held on the device (50 classes, as ImageNet-mini). This is the
+"model-only" baseline; benchmarks/end_to_end.py times the same step next to the trainer's loop.
+On a 2-core CPU use small sizes, e.g. --image_size=32 --batch_size=16 --steps=5.
 """
-import functools
 import json
 import time
 
+from absl import app, flags, logging
 import jax
-import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from minijax import config_lib, models, train
+from minijax import config as config_lib, projects, sharding, train
 
 _MODELS = flags.DEFINE_list("models", ["improvedcnn", "complexcnn", "resnet34"], "Models.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
@@ -29,33 +28,45 @@ _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 
 
-def measure(model_name: str, dtype: str, image_size: int, batch_size: int, steps: int,
-            warmup: int) -> dict:
-  config = config_lib.base_config(model_name)
+def make_config(model_name: str, dtype: str, image_size: int, batch_size: int):
+  """The core config (ImageNet-mini's 50 classes, the seed's recipe) of one measurement."""
+  config = config_lib.base_config()
+  config.model.name = model_name
   config.model.dtype = dtype
+  # The seed's normalisation, set here: the trainer is called without minijax.main.
+  config.input.mean, config.input.std = config_lib.IMAGENET_MEAN, config_lib.IMAGENET_STD
   config.data.image_size = image_size
   config.batch_size = batch_size
-  mesh = train.make_mesh()
-  model = models.create_model(config.model, config.data.num_classes)
-  state = train.create_train_state(model, config, mesh, jax.random.key(0))
+  return config
+
+
+def measure(model_name: str, dtype: str, image_size: int, batch_size: int, steps: int,
+            warmup: int) -> dict:
+  config = make_config(model_name, dtype, image_size, batch_size)
+  experiment = projects.build(config)
+  mesh = sharding.make_mesh()
+  state = train.create_train_state(experiment, experiment.optimizer(steps + warmup + 1), mesh,
+                                   jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = jax.device_put(
       {"image": rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
        "label": rng.integers(0, config.data.num_classes, (batch_size,)).astype(np.int32)},
-      NamedSharding(mesh, P("data")))
-  step = jax.jit(functools.partial(train.train_step, model=model, config=config),
-                 donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
+      sharding.batch_sharded(mesh))
+  replicated = sharding.replicated(mesh)
+  # Jitted as train.train jits its one-step function.
+  step = jax.jit(train.step_function(experiment), donate_argnums=0,
+                 out_shardings=(replicated, replicated))
   key = jax.random.key(1)
   start = time.perf_counter()
-  state, metrics = step(state, batch, key)
+  state, metrics = step(state, batch, key, None)
   jax.block_until_ready(metrics)
   compile_seconds = time.perf_counter() - start
   for _ in range(warmup):
-    state, metrics = step(state, batch, key)
+    state, metrics = step(state, batch, key, None)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, batch, key)
+    state, metrics = step(state, batch, key, None)
   jax.block_until_ready((state.params, metrics))
   seconds = time.perf_counter() - start
   return {"model": model_name, "dtype": dtype, "image_size": image_size,
@@ -66,6 +77,7 @@ def measure(model_name: str, dtype: str, image_size: int, batch_size: int, steps
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   results = []
   for model_name in _MODELS.value:
     for dtype in _DTYPES.value:

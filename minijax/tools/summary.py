@@ -146,6 +146,8 @@ def summarize(config, image_size: int | None = None, channels: str | None = None
   config.data.image_size = size  # The experiment's init_inputs (ImprovedCNN's fc1) follow it.
   names = channels_lib.parse_names(config.data.channels)
   subset = channels or config.input.train_channels or channels_lib.format_subset(names, names)
+  if not config.input.mean:  # The dataset's statistics are not read: nothing is normalised here.
+    config.input.mean, config.input.std = (0.0,) * len(names), (1.0,) * len(names)
   experiment = projects.build(config)
   model = experiment.model
   eval_inputs = experiment.eval_inputs(subset)

@@ -5,7 +5,7 @@ The seed's formulas (PyTorch 2.x, torchvision's ResNet.__init__):
   torchvision convs    weight ~ N(0, 2/fan_out), not truncated
   BatchNorm            weight 1, bias 0
 Each layer is checked against its formula, and against PyTorch's own initialisation of the same
-architecture (tests/torch_reference.py, converted with minijax.interop).
+architecture (tests/torch_reference.py, converted with minijax.tools.torch_interop).
 """
 import functools
 import math
@@ -31,10 +31,10 @@ def _flat(tree) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=None)
 def _init(model_name: str, weight_init: str) -> dict:
-  # Through create_model: config.model.weight_init is how a config selects it.
+  # Through models.create: config.model.weight_init is how a config selects it.
   config = ml_collections.ConfigDict({"name": model_name, "dtype": "float32",
                                       "weight_init": weight_init})
-  model = models.create_model(config, NUM_CLASSES)
+  model = models.create(config, NUM_CLASSES)
   return model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
 
 
@@ -108,11 +108,8 @@ def test_flax_default_differs_from_the_seed():
 def test_matches_pytorchs_own_initialisation(model_name):
   """Per layer, the std of ours equals the std of torch.nn.init's on the same architecture."""
   torch = pytest.importorskip("torch")
-  from minijax import interop  # pylint: disable=import-outside-toplevel
-  try:
-    from tests import torch_reference  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    import torch_reference  # pylint: disable=import-outside-toplevel
+  import torch_reference  # pylint: disable=import-outside-toplevel
+  from minijax.tools import torch_interop as interop  # pylint: disable=import-outside-toplevel
 
   torch.manual_seed(0)
   build = {"complexcnn": lambda: torch_reference.ComplexCNN(NUM_CLASSES),

@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from minijax import models
+from minijax.config import ConfigError
 from minijax.models import ComplexCNN, ImprovedCNN, ResNet34
 
 SEED_PARAM_COUNTS = {"improvedcnn": 67_228_274, "complexcnn": 905_364, "resnet34": 21_310_322}
@@ -47,7 +48,7 @@ def test_improvedcnn_is_built_for_one_size():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_compute_dtype_keeps_float32_params_and_logits(dtype):
   config = ml_collections.ConfigDict({"name": "complexcnn", "dtype": dtype})
-  model = models.create_model(config, num_classes=4)
+  model = models.create(config, num_classes=4)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
   logits = model.apply(variables, jnp.ones((2, 32, 32, 3)))
@@ -90,3 +91,24 @@ def test_dropout_rate_is_the_seeds(model_cls, rate):
   [(called_rate, zeroed)] = _dropout_calls(model_cls(num_classes=3), x)
   assert called_rate == rate
   assert zeroed == pytest.approx(rate, abs=0.05)
+
+
+def test_create_names_an_unknown_model_or_field():
+  with pytest.raises(ConfigError, match=r"config.model.name='vgg'.*choose from \['complexcnn'"):
+    models.create(ml_collections.ConfigDict({"name": "vgg", "dtype": "float32"}), 10)
+  config = ml_collections.ConfigDict({"name": "complexcnn", "dtype": "float32", "widht": 2})
+  with pytest.raises(ConfigError, match=r"config.model=\['widht'\]: not fields of complexcnn"):
+    models.create(config, 10)
+  # `exclude` drops a project's own keys; `fields` adds constructor arguments.
+  model = models.create(config, 10, exclude=("widht",), weight_init="torch")
+  assert isinstance(model, ComplexCNN) and model.weight_init == "torch"
+
+
+@pytest.mark.parametrize("name,has_batch_norm", [("complexcnn", False), ("resnet18", True)])
+def test_init_variables_always_has_batch_stats(name, has_batch_norm):
+  model = models.MODELS[name](num_classes=5)
+  variables = jax.eval_shape(lambda: models.init_variables(
+      model, jnp.zeros((1, 32, 32, 3)), jax.random.key(0)))
+  assert sorted(variables) == ["batch_stats", "params"]
+  assert bool(variables["batch_stats"]) == has_batch_norm
+  assert models.count_params(variables["params"]) == _count(variables["params"]) > 0

@@ -4,16 +4,14 @@ The seed's rows are copied from its report (../shared/reference/000_10779283e032
 Architecture" of 2.2 ImprovedCNN and 3.3 ComplexCNN): torchsummary at (3, 256, 256), NCHW shapes.
 """
 import importlib.util
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from minijax import config_lib
+from helpers import REPO
+from minijax import projects
 from minijax.tools import summary
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # (torch type, output shape without the batch, params) per row, as the seed's report prints them.
 SEED_IMPROVEDCNN = [
@@ -60,14 +58,14 @@ def _as_minijax(torch_row) -> tuple[str, tuple[int, ...], int]:
 @pytest.mark.parametrize("model_name,seed_rows", [("improvedcnn", SEED_IMPROVEDCNN),
                                                   ("complexcnn", SEED_COMPLEXCNN)])
 def test_rows_reproduce_the_seed_table_at_256(model_name, seed_rows):
-  result = summary.summarize(config_lib.base_config(model_name), image_size=256, flops=False)
+  result = summary.summarize(projects.base_config("", model_name), image_size=256, flops=False)
   assert [(r.kind, r.shape, r.params) for r in result.rows] == [
       _as_minijax(row) for row in seed_rows]
 
 
 @pytest.mark.parametrize("model_name", sorted(SEED_TOTALS))
 def test_totals_reproduce_the_seed_table(model_name):
-  result = summary.summarize(config_lib.base_config(model_name), image_size=256, flops=False)
+  result = summary.summarize(projects.base_config("", model_name), image_size=256, flops=False)
   total, megabytes = SEED_TOTALS[model_name]
   assert result.params == total
   text = summary.format_summary(result)
@@ -86,7 +84,7 @@ def _conv_macs(size: int, kernel: int, cin: int, cout: int) -> int:
 
 def test_flops_are_xlas_count_of_one_image():
   size = 32
-  result = summary.summarize(config_lib.base_config("complexcnn"), image_size=size)
+  result = summary.summarize(projects.base_config("", "complexcnn"), image_size=size)
   # ComplexCNN's convs and dense layers, 2 FLOPs per multiply-accumulate (XLA also counts the
   # elementwise ops: ReLU, bias, pooling, the gate).
   macs = (_conv_macs(size, 3, 3, 64) + _conv_macs(size // 2, 3, 64, 128)
@@ -127,3 +125,22 @@ def test_cli_prints_the_table():
   assert "fc2 (Dense)" in out and "[-1, 7]" in out
   assert f"Total params: {905_364 - 43 * 513:,}" in out  # 7 classes instead of 50.
   assert "FLOPs per image (XLA cost analysis):" in out
+
+
+def test_default_channels_are_the_trained_ones():
+  config = projects.base_config("", "complexcnn")
+  assert summary.summarize(config, image_size=32, flops=False).title.endswith("channels RGB")
+  config.input.train_channels = "GB"
+  result = summary.summarize(config, image_size=32, flops=False)
+  assert result.title == "ComplexCNN (complexcnn), channels GB"
+  assert result.input_shape == (-1, 32, 32, 3)  # The seed's mapping: G, B and a zero channel.
+
+
+def test_cli_names_a_bad_subset_in_one_line():
+  completed = subprocess.run(
+      [sys.executable, "-m", "minijax.tools.summary", "--config=configs/complexcnn.py",
+       "--image_size=32", "--channels=RX", "--noflops"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert completed.returncode != 0
+  assert completed.stderr.strip().splitlines()[-1].startswith("summary: ")
+  assert "'X'" in completed.stderr and "Traceback" not in completed.stderr

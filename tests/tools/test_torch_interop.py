@@ -1,4 +1,4 @@
-"""minijax.interop: seed PyTorch weights converted to Flax give the same logits.
+"""minijax.tools.torch_interop: seed PyTorch weights converted to Flax give the same logits.
 
 Logit parity against independently written torch models (tests/torch_reference.py) is what proves
 the Flax ports match the seed's architectures, layouts included.
@@ -6,7 +6,6 @@ the Flax ports match the seed's architectures, layouts included.
 import json
 import logging
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -18,17 +17,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minijax import interop  # pylint: disable=wrong-import-position
-from minijax.models import create_model  # pylint: disable=wrong-import-position
-
-# tests/ is a package only if someone adds an __init__.py; otherwise pytest puts it on sys.path.
-try:
-  from tests import torch_reference  # pylint: disable=wrong-import-position
-except ImportError:
-  import torch_reference  # pylint: disable=wrong-import-position
-from conftest import cli_overrides, tiny_config  # pylint: disable=wrong-import-position
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+# pylint: disable=wrong-import-position
+import torch_reference  # tests/ is on sys.path (setup.cfg: pythonpath = tests).
+from helpers import REPO, cli_overrides, tiny_config
+from minijax import config as config_lib, models, projects
+from minijax.tools import torch_interop as interop
+# pylint: enable=wrong-import-position
 BATCH = 2
 NUM_CLASSES = 10
 # The seed's ComplexCNN builds SelfAttention(128) as `attention` and never calls it.
@@ -62,10 +56,10 @@ def _torch_model(model_name: str, image_size: tuple[int, int]) -> torch.nn.Modul
 
 
 def _template(model_name: str, image_size: tuple[int, int]):
-  model = create_model(ml_collections.ConfigDict({"name": model_name, "dtype": "float32"}),
-                       NUM_CLASSES)
+  model = models.create(ml_collections.ConfigDict({"name": model_name, "dtype": "float32"}),
+                        NUM_CLASSES)
   dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
-  return model, jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), dummy)
+  return model, jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
 
 
 def _inputs(image_size: tuple[int, int]) -> np.ndarray:
@@ -269,6 +263,14 @@ def test_cli_conversion_round_trip(complexcnn_case, tmp_path):
   assert variables["batch_stats"] == {}  # The trainer's layout, which evaluation restores.
   x = _inputs((32, 32))
   _assert_logits_close(_flax_logits(model, variables, x), _torch_logits(torch_model, x))
+  # config.json is a training workdir's: the core schema, which load_workdir_config merges onto.
+  config = projects.load_workdir_config(tmp_path / "workdir")
+  assert (config.project, config.model.name) == ("", "complexcnn")
+  assert (config.data.image_size, config.data.num_classes) == (32, NUM_CLASSES)
+  expected = projects.base_config("", "complexcnn")
+  expected.data.image_size, expected.data.num_classes = 32, NUM_CLASSES
+  expected.input.mean, expected.input.std = config_lib.IMAGENET_MEAN, config_lib.IMAGENET_STD
+  assert config.to_dict() == expected.to_dict()
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -287,9 +289,12 @@ def _torch_test_loss(torch_model: torch.nn.Module, config) -> float:
     return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels).long()))
 
 
-@pytest.mark.parametrize("model_name", ["improvedcnn", "complexcnn", "resnet34"])
+@pytest.mark.parametrize("model_name", [
+    "improvedcnn", "complexcnn",
+    pytest.param("resnet34", marks=pytest.mark.slow)])  # 8-18 s on a 2-core CPU.
 def test_converted_workdir_evaluates_from_the_cli(model_name, tmp_path):
-  """The user's path: seed .pth -> `minijax.interop` -> `minijax.main --mode=evaluate`."""
+  """The user's path: seed .pth -> `minijax.tools.torch_interop` -> `minijax.main --mode=evaluate`.
+  """
   config = tiny_config(model_name)
   size, classes = config.data.image_size, config.data.num_classes
   torch.manual_seed(0)
@@ -302,11 +307,12 @@ def test_converted_workdir_evaluates_from_the_cli(model_name, tmp_path):
   pth, workdir = tmp_path / "best_model.pth", tmp_path / "converted"
   torch.save(torch_model.state_dict(), pth)
 
-  converted = _run("minijax.interop", f"--model={model_name}", f"--pth={pth}",
+  converted = _run("minijax.tools.torch_interop", f"--model={model_name}", f"--pth={pth}",
                    f"--workdir={workdir}", f"--image_size={size}", f"--num_classes={classes}")
   assert converted.returncode == 0, converted.stderr[-3000:]
   if model_name == "complexcnn":
     assert "attention.gamma" in converted.stdout
+  assert f"--config=configs/{model_name}.py --workdir={workdir} --mode=evaluate" in converted.stdout
   evaluated = _run("minijax.main", f"--config=configs/{model_name}.py:demo",
                    f"--workdir={workdir}", "--mode=evaluate",
                    *cli_overrides(**{"eval.channel_subsets": "('RGB',)"}))
@@ -321,19 +327,19 @@ def test_converted_workdir_evaluates_from_the_cli(model_name, tmp_path):
 
 
 def test_converted_workdir_serves_as_a_distillation_teacher(complexcnn_case, tmp_path):
-  # The one training path that reads another workdir's weights (config.recipe.distill_workdir).
-  from minijax import recipe, train  # pylint: disable=import-outside-toplevel
+  # Task 2's distillation reads another workdir's weights (config.distill.workdir) as `frozen`.
+  from minijax import sharding  # pylint: disable=import-outside-toplevel
+  from minijax.projects.task2 import experiment as task2  # pylint: disable=import-outside-toplevel
   torch_model, model, template = complexcnn_case
   pth = tmp_path / "best_model.pth"
   torch.save(torch_model.state_dict(), pth)
   interop.convert_checkpoint("complexcnn", pth, tmp_path / "teacher", image_size=32,
                              num_classes=NUM_CLASSES)
-  config = tiny_config("resnet18", **{"data.image_size": 32})
-  config.data.num_classes = NUM_CLASSES
-  config.recipe.distill_workdir = str(tmp_path / "teacher")
+  config = tiny_config("resnet18", project="task2", **{
+      "data.image_size": 32, "data.num_classes": NUM_CLASSES,
+      "data.synthetic.num_classes": NUM_CLASSES, "distill.workdir": str(tmp_path / "teacher")})
 
-  teacher = recipe.load_teacher(config, train.make_mesh())
+  teacher = projects.build(config).load_frozen(sharding.make_mesh())
   expected = interop.torch_to_flax_variables("complexcnn", torch_model.state_dict(), template)
   jax.tree_util.tree_map(np.testing.assert_array_equal, teacher["params"], expected["params"])
-  assert isinstance(recipe.teacher_model(config.recipe.distill_workdir, NUM_CLASSES),
-                    type(model))
+  assert isinstance(task2.build(task2.teacher_config(config.distill.workdir)).model, type(model))
