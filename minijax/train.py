@@ -172,6 +172,8 @@ class _DevicePrefetch:
   def _fill(self) -> None:
     try:
       for batch in self._batches:
+        if self._stop.is_set():
+          return
         item = {k: jax.make_array_from_process_local_data(self._sharding, v)
                 for k, v in batch.items()}
         while not self._stop.is_set():
@@ -197,8 +199,20 @@ class _DevicePrefetch:
       raise item
     return item
 
-  def close(self) -> None:
+  def close(self, timeout: float = 30.0) -> None:
+    """Stops the thread and waits for it: a thread still inside JAX or grain while the
+    interpreter exits can abort the process."""
     self._stop.set()
+    while self._thread.is_alive():
+      try:  # Unblock a put() waiting on a full queue.
+        self._queue.get_nowait()
+      except queue.Empty:
+        pass
+      self._thread.join(timeout=0.1)
+      timeout -= 0.1
+      if timeout <= 0:
+        logging.warning("the input thread did not stop within its timeout")
+        break
 
 
 class OnDeviceFeed:
@@ -226,6 +240,16 @@ class OnDeviceFeed:
     return self._indices
 
 
+AUTO_STEPS_PER_CALL = 8
+
+
+def steps_per_call(config) -> int:
+  """config.steps_per_call, or for 0: AUTO_STEPS_PER_CALL on accelerators, 1 on CPU."""
+  if config.steps_per_call:
+    return config.steps_per_call
+  return 1 if jax.default_backend() == "cpu" else AUTO_STEPS_PER_CALL
+
+
 def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
   """OnDeviceFeed when the split is (to be) held on the devices, else streamed device batches."""
   sample = train_source[0]["image"]
@@ -234,7 +258,7 @@ def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
                                           config.data.device_memory_fraction):
     images, labels = pipeline.load_split(train_source, config.data.num_threads)
     return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh,
-                        len(train_source) // config.batch_size, max(1, config.steps_per_call))
+                        len(train_source) // config.batch_size, steps_per_call(config))
   batches = pipeline.train_batches(
       train_source, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),
@@ -352,7 +376,7 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
 
   step_fn = step_function(experiment)
   replicated = sharding.replicated(mesh)
-  width = max(1, config.steps_per_call) if isinstance(feed, OnDeviceFeed) else 1
+  width = feed.width if isinstance(feed, OnDeviceFeed) else 1
   if isinstance(feed, OnDeviceFeed):
     chunk_fn = jax.jit(functools.partial(scan_steps, step_fn=step_fn, width=width,
                                          batch_sharding=sharding.batch_sharded(mesh)),

