@@ -169,6 +169,9 @@ def _example(record: dict) -> dict[str, np.ndarray]:
 def source_from_config(data_config, split: str) -> TfdsSource:
   """config.data (name 'tfds') -> source. config.data.tfds_splits maps the trainer's split names to
   TFDS split strings, e.g. {'train': 'train[:5000]'} for a small run."""
+  if split not in data_config.tfds_splits:
+    raise imagelist.DataError(f"unknown split {split!r}; config.data.tfds_splits maps "
+                              f"{sorted(data_config.tfds_splits)}")
   return TfdsSource(data_config.tfds_name, data_config.tfds_splits[split],
                     data_config.data_dir or None, image_size=data_config.image_size,
                     num_classes=data_config.num_classes, channels=data_config.channels)

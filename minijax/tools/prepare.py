@@ -45,8 +45,9 @@ import shutil
 import sys
 
 from absl import app, flags, logging
+import tensorflow_datasets as tfds
 
-from minijax.data import imagelist, listcheck
+from minijax.data import decode_cache, imagelist, listcheck, tfds_builders, tfds_source
 
 FLAGS = flags.FLAGS
 
@@ -66,7 +67,6 @@ class Prepared:
 
 def detect_kind(source: str | None) -> str:
   """imagenet_mini, unless `source` is a folder of Fashion-MNIST IDX files."""
-  from minijax.data import tfds_builders  # pylint: disable=import-outside-toplevel
   if source and pathlib.Path(source).is_dir() and tfds_builders.is_idx_folder(
       pathlib.Path(source)):
     return "fashion_mnist"
@@ -81,7 +81,6 @@ def make_builder(kind: str, *, source=None, data_dir=None, image_size: int | Non
                  dtype: str | None = None, keep_alpha: bool | None = None):
   """The TFDS builder for `kind` (one of KINDS). channels ('R,G,B,NIR' or names), dtype and
   keep_alpha apply to imagenet_mini (any image-list source): see the module docstring."""
-  from minijax.data import decode_cache, tfds_builders  # pylint: disable=import-outside-toplevel
   data_dir = str(pathlib.Path(data_dir).expanduser()) if data_dir else None
   layout = {"channels": channels, "dtype": dtype, "keep_alpha": keep_alpha}
   given = sorted(k for k, v in layout.items() if v is not None)
@@ -120,8 +119,6 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
   max_examples_per_split (TFDS's own option, for small test builds) keeps the first N examples
   that each split generates.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from minijax.data import tfds_builders  # pylint: disable=import-outside-toplevel
   builder = make_builder(kind, **builder_options)
   download_dir = pathlib.Path(builder.data_dir_root) / "downloads"
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
@@ -135,6 +132,14 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
   dataset_dir = pathlib.Path(builder.data_dir)
   report = dataset_dir / tfds_builders.REPORT_NAME
   problems = listcheck.read_report(report) if report.is_file() else []
+  if builder_options.get("strict") and problems:
+    # Built earlier without --strict: the dataset exists, but it left entries out.
+    named = "; ".join(f"{p.split} {p.path}: {p.reason}" for p in problems[:10])
+    more = f"; ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    raise imagelist.DataError(
+        f"--strict: the prepared dataset {dataset_dir} left out {listcheck.summarize(problems)} "
+        f"when it was built (listed in {report}): {named}{more}. Fix them and rebuild with "
+        "--overwrite --strict")
   return Prepared(
       tfds_name=f"{builder.name}/{builder.builder_config.name}",
       dataset_dir=dataset_dir, data_dir=str(builder.data_dir_root),
@@ -169,7 +174,6 @@ def summary(prepared: Prepared) -> str:
 
 
 def _default_data_dir() -> str:
-  from minijax.data import tfds_source  # pylint: disable=import-outside-toplevel
   return tfds_source.default_data_dir()
 
 

@@ -1,4 +1,4 @@
-"""minijax.prepare: decode once into TFDS, resume after interruption, skip and report bad files."""
+"""minijax.tools.prepare: decode once into TFDS, resume after interruption, skip and report bad files."""
 import importlib.util
 import io
 import pathlib
@@ -17,10 +17,11 @@ from array_record.python import array_record_module
 from etils import epath
 from PIL import Image
 
-from minijax import config_lib, prepare
+from minijax import config as config_lib
+from minijax.tools import prepare
 from minijax.data import imagelist, listcheck, pipeline, synthetic, tfds_builders, tfds_source
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SIZE = 16
 SMALL = dict(num_classes=3, train_per_class=4, val_per_class=2, test_per_class=2, min_size=24,
              max_size=40)
@@ -33,7 +34,7 @@ def synthetic_root(tmp_path_factory) -> pathlib.Path:
 
 
 def _data_config(tfds_name: str, data_dir, image_size: int, num_classes: int):
-  data = config_lib.base_config("complexcnn").data
+  data = config_lib.base_config().data
   data.name, data.tfds_name, data.data_dir = "tfds", tfds_name, str(data_dir)
   data.image_size, data.num_classes = image_size, num_classes
   return data
@@ -253,7 +254,7 @@ def test_bad_entries_are_skipped_reported_and_the_rest_converted(bad_root, tmp_p
 
 def test_strict_cli_fails_before_decoding_and_names_the_files(bad_root, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "minijax.prepare", f"--source={bad_root}", f"--data_dir={tmp_path}",
+      [sys.executable, "-m", "minijax.tools.prepare", f"--source={bad_root}", f"--data_dir={tmp_path}",
        f"--image_size={SIZE}", "--num_workers=1", "--strict"],
       capture_output=True, text=True, cwd=REPO, timeout=120)
   assert result.returncode != 0
@@ -262,6 +263,23 @@ def test_strict_cli_fails_before_decoding_and_names_the_files(bad_root, tmp_path
     assert path in result.stderr, result.stderr
   assert not list(tmp_path.glob("downloads/minijax_decode_cache/*/*.npy"))  # Nothing decoded.
   assert not list(tmp_path.glob(f"imagenet_mini/{SIZE}px/1.*"))
+
+
+def test_strict_on_a_dataset_built_without_it_fails_listing_what_was_left_out(bad_root, tmp_path):
+  prepared = prepare.prepare("imagenet_mini", source=bad_root, data_dir=tmp_path, image_size=SIZE,
+                             num_workers=1, progress=False)
+  assert prepared.problems  # Built leniently: bad entries skipped.
+  result = subprocess.run(
+      [sys.executable, "-m", "minijax.tools.prepare", f"--source={bad_root}",
+       f"--data_dir={tmp_path}", f"--image_size={SIZE}", "--num_workers=1", "--strict"],
+      capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert result.returncode != 0
+  assert "left out" in result.stderr and "skipped.tsv" in result.stderr, result.stderr
+  assert "images/bad/missing.JPEG" in result.stderr
+  # Without --strict the same dataset is still accepted (nothing was rebuilt or removed).
+  again = prepare.prepare("imagenet_mini", source=bad_root, data_dir=tmp_path, image_size=SIZE,
+                          num_workers=1, progress=False)
+  assert again.num_examples == prepared.num_examples
 
 
 def test_strict_fails_on_undecodable_file_without_a_dataset(bad_root, tmp_path):
@@ -303,10 +321,10 @@ def test_zip_source_is_read_in_place(synthetic_root, tmp_path):
 
 
 @pytest.mark.parametrize("tfds_name, command", [
-    ("imagenet_mini/256px", "python -m minijax.prepare --source=/path/to/images.zip --data_dir="),
+    ("imagenet_mini/256px", "python -m minijax.tools.prepare --source=/path/to/images.zip --data_dir="),
     ("imagenet_mini/128px", "--source=/path/to/images.zip --image_size=128 --data_dir="),
-    ("minijax_synthetic/32px", "python -m minijax.prepare --synthetic --image_size=32"),
-    ("fashion_mnist_idx/28px", "python -m minijax.prepare --fashion_mnist --data_dir="),
+    ("minijax_synthetic/32px", "python -m minijax.tools.prepare --synthetic --image_size=32"),
+    ("fashion_mnist_idx/28px", "python -m minijax.tools.prepare --fashion_mnist --data_dir="),
 ])
 def test_missing_dataset_says_where_it_looked_and_how_to_prepare(tmp_path, tfds_name, command):
   start = time.monotonic()
@@ -326,8 +344,12 @@ def test_config_mismatches_are_data_errors(synthetic_root, tmp_path):
     pipeline.get_source(_data_config(prepared.tfds_name, tmp_path, 32, 3), "train")
   with pytest.raises(imagelist.DataError, match="has 3 classes but config.data.num_classes=50"):
     pipeline.get_source(_data_config(prepared.tfds_name, tmp_path, SIZE, 50), "train")
+  data = _data_config(prepared.tfds_name, tmp_path, SIZE, 3)
+  data.tfds_splits.val = "validation"
   with pytest.raises(imagelist.DataError, match="no split 'validation'"):
-    pipeline.get_source(_data_config(prepared.tfds_name, tmp_path, SIZE, 3), "validation")
+    pipeline.get_source(data, "val")
+  with pytest.raises(imagelist.DataError, match="unknown split 'validation'"):
+    pipeline.get_source(data, "validation")
 
 
 def _load_config(arg=None):
