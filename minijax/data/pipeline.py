@@ -129,7 +129,8 @@ def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
                   num_threads: int = 8, num_workers: int = 0) -> Iterator[dict]:
-  """Yields {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)} for steps [start_step, num_steps).
+  """Yields {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)} for each step in
+  [start_step, num_steps).
 
   num_threads=0 reads in the consumer's thread (inside next()); num_threads > 0 reads that many
   batches at once in threads; num_workers > 0 reads in that many processes (each with
