@@ -55,7 +55,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed model-only steps (the first
 _TRAIN_PER_CLASS = flags.DEFINE_integer("train_per_class", 20, "Synthetic train images a class "
                                         "(50 classes); repeated as --steps needs.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/minijax_tfds", "TFDS data dir for the set.")
-_NUM_THREADS = flags.DEFINE_integer("num_threads", 8, "config.data.num_threads (streamed reads, "
+_NUM_THREADS = flags.DEFINE_integer("num_threads", -1, "config.data.num_threads (streamed reads, "
                                     "and loading the split onto the device).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 _BUDGET = flags.DEFINE_float("budget_seconds", 0, "> 0: skip measurements that would start this "

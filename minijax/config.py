@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.image_size = 256  # Images are squashed to this square size.
   config.data.num_classes = 50  # Labels must lie in [0, num_classes).
   config.data.channels = "R,G,B"  # The dataset's channel names, in storage order.
-  config.data.num_threads = 8   # Reader threads (PIL decoding releases the GIL).
+  # Reader threads: -1 = auto (streaming 2, or 0 inside each worker process; reading a whole
+  # split into memory: up to 8, decoding releases the GIL). See benchmarks/README.md.
+  config.data.num_threads = -1
   config.data.num_workers = 0   # >0: grain worker processes for the train stream.
   # Hold the decoded train split on the accelerator and gather batches there: "auto" when it takes
   # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
@@ -263,6 +265,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
       raise ConfigError(key, value, "must be a positive integer")
   if not isinstance(config.steps_per_call, int) or config.steps_per_call < 0:
     raise ConfigError("steps_per_call", config.steps_per_call, "must be an integer >= 0 (0: auto)")
+  if not isinstance(data.num_threads, int) or data.num_threads < -1:
+    raise ConfigError("data.num_threads", data.num_threads, "must be an integer >= -1 (-1: auto)")
   every = config.checkpoint_every_steps
   if not isinstance(every, int) or isinstance(every, bool) or every < 0:
     raise ConfigError("checkpoint_every_steps", every, "must be an integer >= 0 (0 = off)")

@@ -84,7 +84,7 @@ def make_validator(config, experiment, mesh):
   """variables -> {'loss', 'accuracy'} on the validation split (read once, here), for the
   channels the model trains on."""
   images, labels = pipeline.load_split(pipeline.get_source(config.data, "val"),
-                                       config.data.num_threads)
+                                       pipeline.load_threads(config.data))
   evaluator = Evaluator(experiment, mesh, config.eval.batch_size)
   subset = config_lib.train_channels(config)
 
@@ -101,7 +101,7 @@ def evaluate_workdir(config, workdir, experiment, mesh) -> dict:
   template = models.abstract_variables(experiment.init_variables, mesh)
   variables, meta = checkpointing.load_pretrained(workdir, template)
   images, labels = pipeline.load_split(pipeline.get_source(config.data, config.eval.split),
-                                       config.data.num_threads)
+                                       pipeline.load_threads(config.data))
   evaluator = Evaluator(experiment, mesh, config.eval.batch_size)
   rows = []
   for subset in config_lib.eval_subsets(config):

@@ -256,13 +256,13 @@ def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
   num_bytes = len(train_source) * sample.nbytes
   if device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
                                           config.data.device_memory_fraction):
-    images, labels = pipeline.load_split(train_source, config.data.num_threads)
+    images, labels = pipeline.load_split(train_source, pipeline.load_threads(config.data))
     return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh,
                         len(train_source) // config.batch_size, steps_per_call(config))
   batches = pipeline.train_batches(
       train_source, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_threads=config.data.num_threads,
+      process_count=jax.process_count(), num_threads=pipeline.stream_threads(config.data),
       num_workers=config.data.num_workers)
   return _DevicePrefetch(batches, sharding.batch_sharded(mesh))
 

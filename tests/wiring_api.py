@@ -113,7 +113,8 @@ def to_batch(images_u8: np.ndarray, labels: np.ndarray):
 
 def split(config, name: str) -> tuple[np.ndarray, np.ndarray]:
   """A whole split of the config's dataset: (uint8 images (N, H, W, 3), int labels (N,))."""
-  return pipeline.load_split(pipeline.get_source(config.data, name), config.data.num_threads)
+  return pipeline.load_split(pipeline.get_source(config.data, name),
+                             pipeline.load_threads(config.data))
 
 
 # ----------------------------------------------------------------------------- the train step

@@ -13,6 +13,7 @@ array_record read costs more CPU per image than single reads (benchmarks/README.
 """
 import functools
 import logging
+import os
 import pathlib
 from typing import Iterator, Sequence
 
@@ -57,6 +58,22 @@ def _open_source(data_config, split: str):
   if data_config.name == "tfds":
     return _tfds_source().source_from_config(data_config, split)
   raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset")
+
+
+def stream_threads(data_config) -> int:
+  """Reader threads of the training stream: config.data.num_threads, or for -1 two (measured
+  fastest per process) and none inside worker processes (threads there only contend)."""
+  if data_config.num_threads >= 0:
+    return data_config.num_threads
+  return 0 if data_config.num_workers else 2
+
+
+def load_threads(data_config) -> int:
+  """Reader threads of load_split: config.data.num_threads, or for -1 up to 8 (a whole split is
+  decoded at once, and image decoding releases the GIL)."""
+  if data_config.num_threads >= 0:
+    return data_config.num_threads
+  return min(8, os.cpu_count() or 1)
 
 
 def _tfds_source():

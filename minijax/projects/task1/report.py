@@ -1,8 +1,13 @@
-r"""Task 1's table over finished workdirs: accuracy per channel subset, parameters, FLOPs, img/s.
+r"""Task 1's table over finished workdirs: accuracy per channel subset, parameters, FLOPs, img/s;
+the cost of the dynamic stem against the plain first conv; and adaptive models against
+per-subset specialists.
 
   python -m minijax.projects.task1.report \
       --workdirs=/work/task1_runs/naive_seed,/work/task1_runs/dynamic_subsets \
       --out=/work/task1_runs/report
+  # With specialists (configs/task1_naive.py:...,specialist=S workdirs, one per subset and seed):
+  python -m minijax.projects.task1.report --workdirs=ADAPTIVE1,ADAPTIVE2 \
+      --specialists=SPEC_NIR_S0,SPEC_NIR_S1,... --out=DIR
 
 scripts/task1_runs.sh trains every variant and runs this over them. --split=val --nobench gives
 the accuracy columns on the validation split (workdir reports untouched), for choosing variants.
@@ -14,6 +19,20 @@ cost-analysis FLOPs per image and inference img/s per subset (uint8 images in, l
 --bench_batch, median of --bench_repeats; timings on a shared CPU are noisy). Writes
 task1_table.{csv,md,png}, task1_results.json and task1_kernel_cache.{csv,md} into --out.
 
+With C channels there are 2^C - 1 subsets: past EIGHT_SUBSETS the markdown lists them one per line
+(grouped by size, a column per variant) after a per-variant summary, and the plot is a heatmap of
+variants x subsets grouped by size. The worst drop is taken from the row's full-set accuracy (RGB
+on an RGB dataset).
+
+task1_stem_cost.{csv,md}: params and XLA FLOPs of the first layer alone (the backbone's plain first
+conv on 3 channels and on all C, the dynamic stem on all C), at --stem_cost_sizes, and their share
+of the whole model's FLOPs at that size.
+
+task1_specialists.{csv,md,json,png}: per subset, the specialists' accuracy (the same backbone
+trained and evaluated on that subset alone; mean over their seeds), each adaptive variant's
+(mean over its seeds), and the gap adaptive - specialist in points; the mean and worst gap.
+Adaptive variants: the rows trained on subsets (or --adaptive labels).
+
 Dynamic stems are benchmarked with their kernels computed once per channel subset
 (stems.stem_kernels, outside the jitted forward: all K kernels depend only on the channel set; only
 the attention mixing runs per input). task1_kernel_cache.* compares that with generating the
@@ -24,9 +43,11 @@ import json
 import pathlib
 
 from absl import app, flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib
+import ml_collections
 import numpy as np
 
 from minijax import channels, config as config_lib, evaluate, models, projects
@@ -37,7 +58,7 @@ from minijax.projects.task1 import stems
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
 
-KERNEL_CACHE_SUBSETS = ("RGB", "R")
+EIGHT_SUBSETS = 8  # More subsets than this: one per line in the markdown (RGB data has 7).
 
 
 def variant_label(config) -> str:
@@ -53,11 +74,17 @@ def variant_label(config) -> str:
     extras = [f"K={options.num_kernels}" if options.attention else "no attention",
               f"D={options.embed_dim}"]
     label = f"dynamic stem ({', '.join(extras)})"
+  if config.input.channel_fill == "none":
+    label = f"specialist {config.input.train_channels}"
+  elif config.input.train_channels:
+    label += f" on {config.input.train_channels}"
   if config.model.name != "complexcnn":
     label = f"{config.model.name} {label}"
   if config.input.subset_training.enabled:
     fraction = config.input.subset_training.full_fraction
     label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
+  if config.ema_decay:
+    label += f" (EMA {config.ema_decay:g})"
   return label + (f" [seed {config.seed}]" if config.seed else "")
 
 
@@ -105,10 +132,24 @@ class Bench:
             "images_per_second": batch / measured["seconds"]}
 
 
+def full_subset(channel_names) -> str:
+  """The subset of every channel, spelled as the reports spell it: 'RGB', 'R+G+B+NIR+SWIR'."""
+  names = channels.parse_names(channel_names)
+  return channels.format_subset(names, names)
+
+
+def canonical_subset(subset: str, channel_names) -> str:
+  """A subset in the dataset's channel order ('B+R' -> 'RB'): the key specialists match on."""
+  names = channels.parse_names(channel_names)
+  return channels.format_subset([names[i] for i in sorted(channels.parse_subset(subset, names))],
+                                names)
+
+
 def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "",
-            bench_costs: bool = True, overrides=()) -> dict:
+            bench_costs: bool = True, overrides=(), bench_subsets=()) -> dict:
   """One table row: accuracy per subset (the workdir's report, or with `split` that split
-  evaluated in memory with the KEY=VALUE `overrides` of its config), parameters and costs."""
+  evaluated in memory with the KEY=VALUE `overrides` of its config), parameters and costs
+  (of `bench_subsets` only when given, NaN for the others)."""
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = projects.load_workdir_config(workdir)
   if split:
@@ -116,7 +157,7 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
   run = reporting.load_run(workdir, config)
   if split:
     images, labels = pipeline.load_split(pipeline.get_source(config.data, split),
-                                         config.data.num_threads)
+                                         pipeline.load_threads(config.data))
     evaluator = evaluate.Evaluator(run.experiment, run.mesh, config.eval.batch_size)
     accuracy = {subset: evaluator.evaluate(run.variables, images, labels, subset)["accuracy"]
                 for subset in config_lib.eval_subsets(config)}
@@ -126,9 +167,16 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
     accuracy = {row["channels"]: row["accuracy"] for row in evaluated["channels"]}
   bench = Bench(run)
   nan = {"flops_per_image": float("nan"), "images_per_second": float("nan")}
-  costs = {subset: bench.measure(subset, batch, repeats) if bench_costs else nan
+  costs = {subset: bench.measure(subset, batch, repeats)
+           if bench_costs and (not bench_subsets or subset in bench_subsets) else nan
            for subset in accuracy}
+  names = channels.parse_names(config.data.channels)
   row = {"variant": label or variant_label(config), "workdir": str(workdir),
+         "model": config.model.name, "stem": config.model.stem,
+         "data": f"{config.data.name} ({','.join(names)})", "channels": list(names),
+         "full": full_subset(names), "fill": config.input.channel_fill,
+         "subset_training": bool(config.input.subset_training.enabled),
+         "train_channels": canonical_subset(config_lib.train_channels(config), names),
          "split": evaluated["split"], "num_examples": evaluated["num_examples"],
          "accuracy": accuracy, "params": models.count_params(run.variables["params"]),
          "flops_per_image": {s: c["flops_per_image"] for s, c in costs.items()},
@@ -139,16 +187,62 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
                                         (("generated", False), ("cached", True))
                                         for k, v in bench.measure(subset, b, repeats,
                                                                   cached).items()})
-        for subset in KERNEL_CACHE_SUBSETS if subset in accuracy for b in (1, batch)]
+        for subset in _kernel_cache_subsets(list(accuracy), names) for b in (1, batch)]
   return row
 
 
-def _worst_drop(accuracy: dict) -> float:
-  reference = accuracy.get("RGB", max(accuracy.values()))
-  return 100 * (reference - min(accuracy.values()))
+def _kernel_cache_subsets(subsets: list[str], names) -> list[str]:
+  """The full set and the first single channel: the most and the fewest channels."""
+  full = full_subset(names)
+  singles = [s for s in subsets if len(channels.subset_names(s, names)) == 1]
+  return [s for s in (full if full in subsets else None, singles[0] if singles else None) if s]
 
 
-def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
+def _reference(row: dict) -> float:
+  """The accuracy drops are measured from: the full set's, else RGB's, else the best subset's."""
+  accuracy = row["accuracy"]
+  for subset in (row.get("full"), "RGB"):
+    if subset in accuracy:
+      return accuracy[subset]
+  return max(accuracy.values())
+
+
+def _worst_drop(row: dict) -> float:
+  return 100 * (_reference(row) - min(row["accuracy"].values()))
+
+
+def _size(subset: str, row: dict) -> int:
+  return len(channels.subset_names(subset, _row_channels(row)))
+
+
+def _row_channels(row: dict) -> tuple[str, ...]:
+  """The row's data channels (rows written before they were recorded: R, G, B)."""
+  return tuple(row.get("channels", channels.DEFAULT_CHANNELS))
+
+
+def _mean(values) -> float:
+  values = list(values)
+  return sum(values) / len(values)
+
+
+def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+  """Rows by variant without seed, in first-seen order."""
+  groups = {}
+  for r in rows:
+    groups.setdefault(_group(r["variant"]), []).append(r)
+  return groups
+
+
+def _mean_row(name: str, members: list[dict]) -> dict:
+  """A group's accuracy averaged over its runs (costs: its first run's)."""
+  first = members[0]
+  return {**first, "variant": name, "runs": len(members),
+          "accuracy": {s: _mean(r["accuracy"][s] for r in members) for s in first["accuracy"]}}
+
+
+def write_outputs(rows: list[dict], out: pathlib.Path, batch: int, *,
+                  specialists: list[dict] = (), adaptive: list[str] | None = None,
+                  stem_costs: list[dict] = (), gap_target: float = 3.0) -> None:
   out.mkdir(parents=True, exist_ok=True)
   subsets = list(rows[0]["accuracy"])
   (out / "task1_results.json").write_text(json.dumps(rows, indent=2))
@@ -160,22 +254,41 @@ def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
     writer.writerow(header)
     for r in rows:
       writer.writerow([r["variant"]] + [f"{100 * r['accuracy'][s]:.2f}" for s in subsets]
-                      + [f"{_worst_drop(r['accuracy']):.2f}", r["params"]]
+                      + [f"{_worst_drop(r):.2f}", r["params"]]
                       + [f"{r['flops_per_image'][s]:.0f}" for s in subsets]
                       + [f"{r['images_per_second'][s]:.1f}" for s in subsets] + [r["workdir"]])
-
-  def flops_cell(r):
-    values = [r["flops_per_image"][s] / 1e6 for s in subsets]
-    rgb = r["flops_per_image"].get("RGB", values[0]) / 1e6
-    low, high = min(values), max(values)
-    if rgb != rgb:  # NaN: --nobench.
-      return "-"
-    return f"{rgb:.1f}" if high - low < 0.05 else f"{rgb:.1f} ({low:.1f}-{high:.1f})"
-
   counts = sorted({f"{r['split']} split, {r['num_examples']} images" for r in rows})
+  if len(subsets) <= EIGHT_SUBSETS:
+    lines = _wide_table(rows, subsets, counts, batch) + summary_lines(rows, subsets)
+  else:
+    lines = _long_tables(rows, subsets, counts, batch)
+  lines += ["", "Workdirs: " + ", ".join(f"{r['variant']}: {r['workdir']}" for r in rows)]
+  (out / "task1_table.md").write_text("\n".join(lines) + "\n")
+  _write_kernel_cache(rows, out)
+  many = len(subsets) > EIGHT_SUBSETS
+  plot([_mean_row(n, m) for n, m in _groups(rows).items()] if many else rows, subsets,
+       out / "task1_table.png")
+  if stem_costs:
+    write_stem_costs(stem_costs, out)
+  if specialists:
+    write_specialists(compare_with_specialists(rows, specialists, adaptive), out, gap_target)
+
+
+def _flops_cell(r: dict, subsets: list[str]) -> str:
+  values = [r["flops_per_image"][s] / 1e6 for s in subsets]
+  full = r["flops_per_image"].get(r.get("full", "RGB"), values[0]) / 1e6
+  finite = [v for v in values if v == v]
+  if full != full or not finite:  # NaN: --nobench.
+    return "-"
+  low, high = min(finite), max(finite)
+  return f"{full:.1f}" if high - low < 0.05 else f"{full:.1f} ({low:.1f}-{high:.1f})"
+
+
+def _wide_table(rows, subsets, counts, batch) -> list[str]:
+  """A column per subset (RGB data: 7)."""
   lines = [f"Accuracy (%) per channel subset ({'; '.join(counts)}), worst drop from the "
-           f"row's RGB accuracy (points), parameters, MFLOPs per image (XLA cost analysis, RGB; "
-           f"range over subsets) and "
+           f"row's full-set accuracy (points), parameters, MFLOPs per image (XLA cost analysis, "
+           f"full set; range over subsets) and "
            f"inference img/s per subset (batch {batch}, uint8 in, logits out).", "",
            "| variant | " + " | ".join(subsets) + " | worst drop | params | MFLOPs/img | "
            + " | ".join(f"img/s {s}" for s in subsets) + " |",
@@ -183,39 +296,68 @@ def write_outputs(rows: list[dict], out: pathlib.Path, batch: int) -> None:
   for r in rows:
     lines.append(f"| {r['variant']} | " + " | ".join(f"{100 * r['accuracy'][s]:.1f}"
                                                      for s in subsets)
-                 + f" | {_worst_drop(r['accuracy']):.1f} | {r['params']:,} | {flops_cell(r)} | "
+                 + f" | {_worst_drop(r):.1f} | {r['params']:,} | {_flops_cell(r, subsets)} | "
                  + " | ".join(f"{r['images_per_second'][s]:.0f}" for s in subsets) + " |")
-  lines += ["", "Workdirs: " + ", ".join(f"{r['variant']}: {r['workdir']}" for r in rows)]
-  lines += summary_lines(rows, subsets)
-  (out / "task1_table.md").write_text("\n".join(lines) + "\n")
+  return lines
 
+
+def _long_tables(rows, subsets, counts, batch) -> list[str]:
+  """Many subsets (2^C - 1): a summary per variant, then one line per subset, a column per
+  variant (mean over its seeds)."""
+  groups = _groups(rows)
+  lines = [f"{len(subsets)} channel subsets ({'; '.join(counts)}). Per variant (mean over its "
+           f"runs; worst drop: mean (min-max) over the runs, from each run's full-set accuracy): "
+           f"full-set accuracy, mean over all subsets, the worst subset, parameters, MFLOPs per "
+           f"image (full set; range over subsets), img/s on the full set (batch {batch}).", "",
+           "| variant | runs | full set | mean | worst subset | worst drop | params | MFLOPs/img "
+           "| img/s |", "|---|---|---|---|---|---|---|---|---|"]
+  for name, members in groups.items():
+    mean = _mean_row(name, members)
+    accuracy, full = mean["accuracy"], mean.get("full", subsets[0])
+    worst = min(subsets, key=lambda s: accuracy[s])
+    drops = [_worst_drop(r) for r in members]
+    drop = f"{_mean(drops):.1f}" + (f" ({min(drops):.1f}-{max(drops):.1f})" if len(drops) > 1
+                                    else "")
+    rate = mean["images_per_second"].get(full, float("nan"))
+    lines.append(f"| {name} | {len(members)} | {100 * accuracy.get(full, float('nan')):.1f} | "
+                 f"{100 * _mean(accuracy.values()):.1f} | {worst} {100 * accuracy[worst]:.1f} | "
+                 f"{drop} | {mean['params']:,} | {_flops_cell(mean, subsets)} | "
+                 + (f"{rate:.0f}" if rate == rate else "-") + " |")
+  names = list(groups)
+  lines += ["", "Accuracy (%) per subset (mean over each variant's runs), by subset size:", "",
+            "| subset | size | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+  means = [_mean_row(n, m)["accuracy"] for n, m in groups.items()]
+  for subset in subsets:
+    lines.append(f"| {subset} | {_size(subset, rows[0])} | "
+                 + " | ".join(f"{100 * m[subset]:.1f}" for m in means) + " |")
+  return lines
+
+
+def _write_kernel_cache(rows: list[dict], out: pathlib.Path) -> None:
   cache_rows = [dict(variant=r["variant"], **c) for r in rows for c in r.get("kernel_cache", [])]
-  if cache_rows:
-    with open(out / "task1_kernel_cache.csv", "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=list(cache_rows[0]))
-      writer.writeheader()
-      writer.writerows(cache_rows)
-    lines = ["Dynamic stem: kernels generated inside every forward pass vs computed once per "
-             "channel subset and passed in (`kernels=`).", "",
-             "| variant | subset | batch | MFLOPs/img generated | MFLOPs/img cached | saved % | "
-             "img/s generated | img/s cached |", "|---|---|---|---|---|---|---|---|"]
-    for c in cache_rows:
-      saved = 100 * (1 - c["flops_per_image_cached"] / c["flops_per_image_generated"])
-      lines.append(f"| {c['variant']} | {c['subset']} | {c['batch']} | "
-                   f"{c['flops_per_image_generated'] / 1e6:.3f} | "
-                   f"{c['flops_per_image_cached'] / 1e6:.3f} | {saved:.2f} | "
-                   f"{c['images_per_second_generated']:.0f} | "
-                   f"{c['images_per_second_cached']:.0f} |")
-    (out / "task1_kernel_cache.md").write_text("\n".join(lines) + "\n")
-  plot(rows, subsets, out / "task1_table.png")
+  if not cache_rows:
+    return
+  with open(out / "task1_kernel_cache.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(cache_rows[0]))
+    writer.writeheader()
+    writer.writerows(cache_rows)
+  lines = ["Dynamic stem: kernels generated inside every forward pass vs computed once per "
+           "channel subset and passed in (`kernels=`).", "",
+           "| variant | subset | batch | MFLOPs/img generated | MFLOPs/img cached | saved % | "
+           "img/s generated | img/s cached |", "|---|---|---|---|---|---|---|---|"]
+  for c in cache_rows:
+    saved = 100 * (1 - c["flops_per_image_cached"] / c["flops_per_image_generated"])
+    lines.append(f"| {c['variant']} | {c['subset']} | {c['batch']} | "
+                 f"{c['flops_per_image_generated'] / 1e6:.3f} | "
+                 f"{c['flops_per_image_cached'] / 1e6:.3f} | {saved:.2f} | "
+                 f"{c['images_per_second_generated']:.0f} | "
+                 f"{c['images_per_second_cached']:.0f} |")
+  (out / "task1_kernel_cache.md").write_text("\n".join(lines) + "\n")
 
 
 def summary_lines(rows: list[dict], subsets: list[str]) -> list[str]:
   """Mean accuracy and worst drop (min-max) over the seeds of variants run more than once."""
-  groups = {}
-  for r in rows:
-    groups.setdefault(_group(r["variant"]), []).append(r)
-  groups = {name: members for name, members in groups.items() if len(members) > 1}
+  groups = {name: members for name, members in _groups(rows).items() if len(members) > 1}
   if not groups:
     return []
   lines = ["", "Seed replicates: mean accuracy (%) over the runs of a variant; worst drop as "
@@ -223,35 +365,244 @@ def summary_lines(rows: list[dict], subsets: list[str]) -> list[str]:
            "| variant | runs | " + " | ".join(subsets) + " | worst drop |",
            "|---" * (len(subsets) + 3) + "|"]
   for name, members in groups.items():
-    drops = [_worst_drop(r["accuracy"]) for r in members]
-    means = [sum(100 * r["accuracy"][s] for r in members) / len(members) for s in subsets]
+    drops = [_worst_drop(r) for r in members]
+    means = [_mean(100 * r["accuracy"][s] for r in members) for s in subsets]
     lines.append(f"| {name} | {len(members)} | " + " | ".join(f"{m:.1f}" for m in means)
-                 + f" | {sum(drops) / len(drops):.1f} ({min(drops):.1f}-{max(drops):.1f}) |")
+                 + f" | {_mean(drops):.1f} ({min(drops):.1f}-{max(drops):.1f}) |")
   return lines
 
 
+# --- specialists --------------------------------------------------------------------------------
+
+
+def specialist_subset(row: dict) -> str:
+  """The subset a specialist row was trained and evaluated on (canonical spelling); ValueError
+  naming the workdir when the row is no specialist."""
+  where = row["workdir"]
+  if row.get("subset_training"):
+    raise ValueError(f"{where}: trained on sampled subsets, not a specialist")
+  names = _row_channels(row)
+  subset = canonical_subset(row["train_channels"], names)
+  if row.get("stem", "conv") == "conv" and row.get("fill", "seed") == "seed" and (
+      _size(subset, row) > channels.MODEL_CHANNELS):
+    raise ValueError(f"{where}: a naive model with the seed's rule sees only the first three of "
+                     f"its {_size(subset, row)} training channels; train the specialist with "
+                     f"the config arg specialist={subset}")
+  evaluated = {canonical_subset(s, names): a for s, a in row["accuracy"].items()}
+  if subset not in evaluated:
+    raise ValueError(f"{where}: trained on {subset} but not evaluated on it (evaluated: "
+                     f"{sorted(evaluated)})")
+  return subset
+
+
+def compare_with_specialists(rows: list[dict], specialists: list[dict],
+                             adaptive: list[str] | None = None) -> dict:
+  """Per subset with specialists: their mean accuracy, each adaptive variant's mean accuracy and
+  the gap adaptive - specialist (points); per variant the mean and worst gap.
+
+  adaptive: variant labels (without seeds) to compare; default the subset-trained rows.
+  """
+  reference = rows[0]
+  for s in specialists:
+    for key in ("model", "data"):
+      if s.get(key) != reference.get(key):
+        raise ValueError(f"specialist {s['workdir']}: {key} {s.get(key)!r}, but the adaptive "
+                         f"models have {reference.get(key)!r}")
+  by_subset = {}
+  for s in specialists:
+    subset = specialist_subset(s)
+    evaluated = {canonical_subset(k, _row_channels(s)): a for k, a in s["accuracy"].items()}
+    by_subset.setdefault(subset, []).append(evaluated[subset])
+  order = list(reference["accuracy"])
+  order = [c for c in (canonical_subset(k, _row_channels(reference)) for k in order)
+           if c in by_subset] + sorted(set(by_subset) - {canonical_subset(k, _row_channels(
+               reference)) for k in order})
+  groups = _groups(rows)
+  names = adaptive if adaptive else [n for n, m in groups.items()
+                                     if any(r.get("subset_training") for r in m)]
+  unknown = [n for n in names if n not in groups]
+  if unknown:
+    raise ValueError(f"--adaptive {unknown}: no such variant; variants: {list(groups)}")
+  variants = []
+  for name in names:
+    members = groups[name]
+    accuracy = {canonical_subset(k, _row_channels(members[0])): v
+                for k, v in _mean_row(name, members)["accuracy"].items()}
+    missing = [s for s in order if s not in accuracy]
+    if missing:
+      raise ValueError(f"variant {name!r} was not evaluated on the specialists' subsets "
+                       f"{missing}")
+    per_subset = {s: {"adaptive": accuracy[s], "specialist": _mean(by_subset[s]),
+                      "gap": 100 * (accuracy[s] - _mean(by_subset[s]))} for s in order}
+    gaps = {s: v["gap"] for s, v in per_subset.items()}
+    worst = min(gaps, key=gaps.get)
+    variants.append({"variant": name, "runs": len(members), "subsets": per_subset,
+                     "mean_gap": _mean(gaps.values()), "worst_gap": gaps[worst],
+                     "worst_subset": worst})
+  return {"subsets": order, "specialist_runs": {s: len(by_subset[s]) for s in order},
+          "specialist_accuracy": {s: _mean(by_subset[s]) for s in order},
+          "specialist_workdirs": [s["workdir"] for s in specialists], "variants": variants}
+
+
+def write_specialists(comparison: dict, out: pathlib.Path, gap_target: float = 3.0) -> None:
+  (out / "task1_specialists.json").write_text(json.dumps(comparison, indent=2))
+  subsets, variants = comparison["subsets"], comparison["variants"]
+  with open(out / "task1_specialists.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["subset", "specialist_runs", "specialist_acc", "variant", "variant_runs",
+                     "adaptive_acc", "gap_points"])
+    for v in variants:
+      for s in subsets:
+        cell = v["subsets"][s]
+        writer.writerow([s, comparison["specialist_runs"][s], f"{100 * cell['specialist']:.2f}",
+                         v["variant"], v["runs"], f"{100 * cell['adaptive']:.2f}",
+                         f"{cell['gap']:.2f}"])
+  lines = ["Specialists (the same backbone trained and evaluated on one subset alone) against "
+           "one channel-adaptive model: accuracy (%), mean over runs; gap = adaptive - "
+           "specialist (points; negative: the specialist is better).", "",
+           "| subset | specialist (runs) | " + " | ".join(
+               f"{v['variant']} ({v['runs']} runs) | gap" for v in variants) + " |",
+           "|---|---|" + "---|---|" * len(variants)]
+  for s in subsets:
+    lines.append(f"| {s} | {100 * comparison['specialist_accuracy'][s]:.1f} "
+                 f"({comparison['specialist_runs'][s]}) | " + " | ".join(
+                     f"{100 * v['subsets'][s]['adaptive']:.1f} | {v['subsets'][s]['gap']:+.1f}"
+                     for v in variants) + " |")
+  lines += ["", f"| variant | mean gap | worst gap | subsets within {gap_target:g} points |",
+            "|---|---|---|---|"]
+  for v in variants:
+    within = sum(v["subsets"][s]["gap"] >= -gap_target for s in subsets)
+    lines.append(f"| {v['variant']} | {v['mean_gap']:+.1f} | {v['worst_gap']:+.1f} "
+                 f"({v['worst_subset']}) | {within}/{len(subsets)} |")
+  (out / "task1_specialists.md").write_text("\n".join(lines) + "\n")
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(subsets) * (1 + len(variants)) + 2), 4))
+  width = 0.8 / (1 + len(variants))
+  x = np.arange(len(subsets))
+  ax.bar(x, [100 * comparison["specialist_accuracy"][s] for s in subsets], width,
+         label="specialists", color="gray")
+  for i, v in enumerate(variants):
+    ax.bar(x + (i + 1) * width, [100 * v["subsets"][s]["adaptive"] for s in subsets], width,
+           label=v["variant"])
+  ax.set_xticks(x + width * len(variants) / 2, subsets, rotation=60, ha="right", fontsize=8)
+  ax.set_ylabel("accuracy %")
+  ax.set_ylim(0, 100)
+  ax.legend(fontsize=7, loc="lower right")
+  ax.set_title("one adaptive model vs a specialist per subset")
+  fig.tight_layout()
+  fig.savefig(out / "task1_specialists.png", dpi=110)
+  plt.close(fig)
+
+
+# --- the first layer's cost ---------------------------------------------------------------------
+
+
+def stem_costs(config, sizes=(32, 256)) -> list[dict]:
+  """Params and XLA FLOPs per image (batch 1) of the first layer alone, and of its whole model,
+  at each image size: the backbone's plain first conv on 3 channels (the naive model's input) and
+  on all C (a specialist's on every channel), and the dynamic stem on all C (kernels generated in
+  the forward pass, config.model.stem_options)."""
+  geometry = stems.first_conv_geometry(config)
+  names = channels.parse_names(config.data.channels)
+  k, stride, pad = geometry["kernel_size"], geometry["strides"], geometry["padding"]
+  plain = nn.Conv(geometry["features"], (k, k), strides=(stride, stride),
+                  padding=((pad, pad), (pad, pad)), use_bias=geometry["use_bias"])
+  naive_model = models.create(config.model, config.data.num_classes, exclude=stems.CONFIG_KEYS)
+  dynamic_config = ml_collections.ConfigDict(config.to_dict())
+  dynamic_config.model.stem = "dynamic"
+  dynamic_model = stems.create_model(dynamic_config)
+  layers = [("plain first conv", channels.MODEL_CHANNELS, plain, naive_model)]
+  if len(names) != channels.MODEL_CHANNELS:
+    layers.append(("plain first conv", len(names), plain, naive_model))
+  layers.append(("dynamic stem", len(names), stems.dynamic_stem_factory(config)(**geometry),
+                 dynamic_model))
+  options = config.model.stem_options
+  detail = (f"K={options.num_kernels}, D={options.embed_dim}" if options.attention
+            else f"no attention, D={options.embed_dim}")
+  rows = []
+  for name, num_inputs, layer, model in layers:
+    for size in sizes:
+      x = jax.ShapeDtypeStruct((1, size, size, num_inputs), jnp.float32)
+      layer_flops, layer_params = _cost_of(layer, x)
+      model_flops, _ = _cost_of(model, x)
+      rows.append({"backbone": config.model.name, "layer": name,
+                   "detail": detail if name == "dynamic stem" else "",
+                   "input_channels": num_inputs, "size": size, "params": layer_params,
+                   "flops": layer_flops, "model_flops": model_flops,
+                   **{f"geometry_{key}": value for key, value in geometry.items()}})
+  return rows
+
+
+def _cost_of(module, x) -> tuple[float, int]:
+  """(XLA FLOPs, params) of module.apply on an input of x's shape (compiled, never run)."""
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
+  compiled = jax.jit(lambda v, inputs: module.apply(v, inputs)).lower(variables, x).compile()
+  return reporting.flops(compiled), models.count_params(variables.get("params", {}))
+
+
+def write_stem_costs(rows: list[dict], out: pathlib.Path) -> None:
+  with open(out / "task1_stem_cost.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  sizes = sorted({r["size"] for r in rows})
+  layers = list(dict.fromkeys((r["backbone"], r["layer"], r["detail"], r["input_channels"])
+                              for r in rows))
+  lines = ["The first layer alone: parameters and XLA cost-analysis MFLOPs per image (batch 1), "
+           "and its share of the whole model's FLOPs at that size. Plain first conv: the "
+           "backbone's own (3 channels: the naive model; C: a specialist on every channel); "
+           "dynamic stem: kernels generated in the forward pass.", "",
+           "| backbone | layer | in channels | params | " + " | ".join(
+               f"MFLOPs @{s} px | % of model @{s} px" for s in sizes) + " |",
+           "|---|---|---|---|" + "---|---|" * len(sizes)]
+  for backbone, layer, detail, num_inputs in layers:
+    cells = {r["size"]: r for r in rows if (r["backbone"], r["layer"], r["detail"],
+                                            r["input_channels"]) == (backbone, layer, detail,
+                                                                     num_inputs)}
+    name = f"{layer} ({detail})" if detail else layer
+    lines.append(f"| {backbone} | {name} | {num_inputs} | {cells[sizes[0]]['params']:,} | "
+                 + " | ".join(f"{cells[s]['flops'] / 1e6:.2f} | "
+                              f"{100 * cells[s]['flops'] / cells[s]['model_flops']:.2f}"
+                              for s in sizes) + " |")
+  first = rows[0]
+  lines += ["", f"Geometry of the replaced conv ({first['backbone']}): "
+            f"{first['geometry_features']} features, {first['geometry_kernel_size']}x"
+            f"{first['geometry_kernel_size']}, stride {first['geometry_strides']}, padding "
+            f"{first['geometry_padding']}, bias {first['geometry_use_bias']}."]
+  (out / "task1_stem_cost.md").write_text("\n".join(lines) + "\n")
+
+
 def plot(rows: list[dict], subsets: list[str], path: pathlib.Path) -> None:
+  """Heatmap of rows x subsets (subsets grouped by size, largest first) and the worst drops."""
   values = np.array([[100 * r["accuracy"][s] for s in subsets] for r in rows])
-  fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 1.2 + 0.55 * len(rows)),
-                               gridspec_kw={"width_ratios": [3, 1]})
+  many = len(subsets) > EIGHT_SUBSETS
+  width = max(14.0, 0.42 * len(subsets) + 7) if many else 14
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(width, 1.6 + 0.55 * len(rows)),
+                               gridspec_kw={"width_ratios": [3 if not many else 5, 1]})
   image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
   for (i, j), value in np.ndenumerate(values):
-    ax.text(j, i, f"{value:.1f}", ha="center", va="center",
-            color="white" if value < 60 else "black", fontsize=9)
-  ax.set_xticks(range(len(subsets)), subsets)
+    ax.text(j, i, f"{value:.0f}" if many else f"{value:.1f}", ha="center", va="center",
+            color="white" if value < 60 else "black", fontsize=7 if many else 9)
+  ax.set_xticks(range(len(subsets)), subsets, rotation=90 if many else 0,
+                fontsize=7 if many else 10)
+  sizes = [_size(s, rows[0]) for s in subsets]
+  for j in range(1, len(subsets)):
+    if sizes[j] != sizes[j - 1]:  # Between subset sizes.
+      ax.axvline(j - 0.5, color="white", linewidth=2)
   ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
-  ax.set_title(f"{rows[0]['split']} accuracy % by input channels")
+  ax.set_title(f"{rows[0]['split']} accuracy % by input channels"
+               + (" (mean over runs; subsets grouped by size)" if many else ""))
   fig.colorbar(image, ax=ax, fraction=0.03)
-  drops = [_worst_drop(r["accuracy"]) for r in rows]
+  drops = [_worst_drop(r) for r in rows]
   bx.barh(range(len(rows)), drops, color=["tab:green" if d <= 5 else "tab:red" for d in drops])
   bx.set_yticks(range(len(rows)), [""] * len(rows))
   bx.set_ylim(len(rows) - 0.5, -0.5)  # The heatmap's rows, top to bottom.
   bx.axvline(5, color="gray", linestyle="--", linewidth=1)
-  bx.set_xlabel("worst drop from RGB (points)")
+  bx.set_xlabel("worst drop from the full set (points)")
   bx.set_xlim(0, max(drops) * 1.8 + 10)
   for i, r in enumerate(rows):
-    bx.text(drops[i] + 1, i, f"{r['params'] / 1e6:.2f}M params, "
-            f"{r['flops_per_image'].get('RGB', 0) / 1e6:.0f} MFLOPs", va="center", fontsize=7)
+    flops = r["flops_per_image"].get(r.get("full", "RGB"), float("nan")) / 1e6
+    bx.text(drops[i] + 1, i, f"{r['params'] / 1e6:.2f}M params"
+            + (f", {flops:.0f} MFLOPs" if flops == flops else ""), va="center", fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -271,14 +622,37 @@ def main(argv):
   rows = []
   for workdir, label in zip(workdirs, labels):
     rows.append(collect(workdir, label, args.bench_batch, args.bench_repeats, args.split,
-                        args.bench, args.set))
+                        args.bench, args.set, tuple(args.bench_subsets)))
     print(f"{rows[-1]['variant']}: " + " ".join(
         f"{s} {100 * a:.1f}" for s, a in rows[-1]["accuracy"].items()), flush=True)
+  specialists = [collect(w, None, args.bench_batch, args.bench_repeats, args.split,
+                         bench_costs=False, overrides=args.set) for w in args.specialists]
+  costs = []
+  if args.stem_cost_sizes:
+    sizes = tuple(int(size) for size in args.stem_cost_sizes)
+    for config in _stem_cost_configs(rows):
+      costs += stem_costs(config, sizes)
   out = pathlib.Path(args.out).expanduser().resolve()
-  write_outputs(rows, out, args.bench_batch)
-  print((out / "task1_table.md").read_text())
-  if (out / "task1_kernel_cache.md").exists():
-    print((out / "task1_kernel_cache.md").read_text())
+  write_outputs(rows, out, args.bench_batch, specialists=specialists, adaptive=args.adaptive,
+                stem_costs=costs, gap_target=args.gap_target)
+  for name in ("task1_table.md", "task1_kernel_cache.md", "task1_stem_cost.md",
+               "task1_specialists.md"):
+    if (out / name).exists():
+      print((out / name).read_text())
+
+
+def _stem_cost_configs(rows: list[dict]) -> list:
+  """One config per distinct (backbone, data channels, dynamic-stem options) of the dynamic rows;
+  without dynamic rows, the first row's config with the default stem options."""
+  loaded = [projects.load_workdir_config(row["workdir"]) for row in rows]
+  configs, seen = [], set()
+  for config in [c for c in loaded if c.model.stem == "dynamic"] or loaded[:1]:
+    key = (config.model.name, config.data.channels, config.data.num_classes,
+           json.dumps(config.model.stem_options.to_dict(), sort_keys=True))
+    if key not in seen:
+      seen.add(key)
+      configs.append(config)
+  return configs
 
 
 def _define_flags() -> None:
@@ -297,6 +671,16 @@ def _define_flags() -> None:
       "set", [], "With --split: KEY=VALUE overrides of each workdir's config for that "
       "evaluation, e.g. data.synthetic.val_per_class=100 (the synthetic set draws every image "
       "from its own seed, so the training images stay the same and the val split just grows).")
+  flags.DEFINE_list("bench_subsets", [], "Measure FLOPs and img/s on these subsets only (default: "
+                    "all; 31 subsets of 5 bands take a while).")
+  flags.DEFINE_list("specialists", [], "Specialist workdirs (configs/task1_naive.py:...,"
+                    "specialist=S): compared per subset with the adaptive rows.")
+  flags.DEFINE_list("adaptive", None, "Variant labels (without ' [seed N]') to compare with the "
+                    "specialists (default: the subset-trained rows).")
+  flags.DEFINE_float("gap_target", 3.0, "The specialist table counts subsets within this many "
+                     "points of their specialist.")
+  flags.DEFINE_list("stem_cost_sizes", ["32", "256"], "Image sizes of the first-layer cost "
+                    "table (empty: no table).")
   flags.mark_flags_as_required(["workdirs", "out"])
 
 
