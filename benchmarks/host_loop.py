@@ -15,7 +15,6 @@ ms/step (<= 0.5 ms at b64 and <= 1 ms at b256 is the target). --state=resnet34 u
 width 1 on 8x8 images: ResNet34's real TrainState (404 leaves), about zero FLOPs, which shows the
 cost of dispatching a big state; --steps_per_call > 1 trains several steps per jit call.
 """
-import functools
 import json
 import pathlib
 import statistics

@@ -9,7 +9,6 @@ import inspect
 import json
 import pathlib
 import re
-import sys
 from typing import Any
 
 import ml_collections

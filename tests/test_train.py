@@ -1,7 +1,6 @@
 """The trainer end to end on a tiny config: learning, checkpoints, resume, devices, the CLI."""
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import time

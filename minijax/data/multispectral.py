@@ -25,19 +25,15 @@ absolute levels a poor cue, so the contrast has to be read locally, at the objec
 Values are reflectance in [0, 1], stored x10000 as uint16 (the Sentinel-2 convention: bands do not
 fill the 16-bit range, so the recorded statistics matter) or x255 as uint8.
 """
-import hashlib
 import inspect
 import json
 import math
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-from minijax.data import imagelist
+from minijax.data import generated, imagelist
 
 FORMAT_VERSION = 1
 MANIFEST = "multispectral.json"
@@ -76,24 +72,15 @@ def write_multispectral_dataset(root, *, num_shapes: int = 3, train_per_class: i
                            val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
                            min_size=min_size, max_size=max_size, dtype=dtype,
                            file_format=file_format)
-  root = pathlib.Path(root).expanduser().absolute()
   manifest = {"format_version": FORMAT_VERSION, **params}
-  if _is_complete(root, manifest):
-    return root
-  root.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-  try:
-    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed dataset should be readable by all.
-    stats = _write_files(tmp, params)
-    mean, std = stats.mean_std()
+
+  def write(tmp: pathlib.Path) -> None:
+    mean, std = _write_files(tmp, params).mean_std()
     declaration = {"channels": list(CHANNELS), "dtype": dtype, "mean": list(mean),
                    "std": list(std), "stats_split": "train", "stats_note": "at the stored sizes"}
     (tmp / imagelist.DECLARATION).write_text(json.dumps(declaration, indent=2) + "\n")
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _move_into_place(tmp, root, manifest)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return root
+
+  return generated.write_once(root, manifest, MANIFEST, "multispectral", write)
 
 
 def default_params() -> dict:
@@ -113,10 +100,7 @@ def default_multispectral_root(**params) -> pathlib.Path:
   if unknown:
     raise TypeError(f"unknown multispectral dataset parameters {unknown}; known: "
                     f"{sorted(defaults)}")
-  full = {**defaults, **params}
-  digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
-  base = os.environ.get("MINIJAX_DATA_DIR") or pathlib.Path.home() / ".cache" / "minijax"
-  return pathlib.Path(base).expanduser() / f"multispectral-v{FORMAT_VERSION}-{digest}"
+  return generated.cache_root("multispectral", FORMAT_VERSION, {**defaults, **params})
 
 
 def class_design(label: int) -> dict:
@@ -156,30 +140,6 @@ def _checked_params(**params) -> dict:
   if params["file_format"] not in FILE_FORMATS:
     raise ValueError(f"file_format={params['file_format']!r}: choose from {FILE_FORMATS}")
   return params
-
-
-def _is_complete(root: pathlib.Path, manifest: dict) -> bool:
-  try:
-    found = json.loads((root / MANIFEST).read_text())
-  except (OSError, ValueError):
-    return False
-  return found == manifest and all((root / name).is_file() for _, name in SPLITS)
-
-
-def _move_into_place(tmp: pathlib.Path, root: pathlib.Path, manifest: dict) -> None:
-  """Renames tmp to root. Replaces an older multispectral dataset there, never foreign files."""
-  if root.exists() and not _is_complete(root, manifest):
-    if not (root / MANIFEST).is_file() and any(root.iterdir()):
-      raise FileExistsError(f"{root} exists and is not a multispectral dataset (no {MANIFEST}); "
-                            "refusing to overwrite it")
-    old = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-    os.replace(root, old / "data")
-    shutil.rmtree(old, ignore_errors=True)
-  try:
-    os.replace(tmp, root)
-  except OSError:
-    if not _is_complete(root, manifest):  # Another process finished the same dataset first.
-      raise
 
 
 def _write_files(out: pathlib.Path, params: dict) -> imagelist.ChannelStats:

@@ -14,17 +14,14 @@ What the images are built to test:
 - Decoding is exercised: sizes vary and files come in six modes (RGB, L and CMYK JPEG; RGBA, LA and
   P PNG), spread over every class and split.
 """
-import hashlib
 import inspect
-import json
 import math
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from minijax.data import generated
 
 FORMAT_VERSION = 1
 MANIFEST = "synthetic.json"
@@ -64,20 +61,9 @@ def write_synthetic_dataset(root, *, num_classes: int = 10, train_per_class: int
   params = _checked_params(num_classes=num_classes, train_per_class=train_per_class,
                            val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
                            min_size=min_size, max_size=max_size)
-  root = pathlib.Path(root).expanduser().absolute()
   manifest = {"format_version": FORMAT_VERSION, **params}
-  if _is_complete(root, manifest):
-    return root
-  root.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-  try:
-    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed dataset should be readable by all.
-    _write_files(tmp, params)
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _move_into_place(tmp, root, manifest)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return root
+  return generated.write_once(root, manifest, MANIFEST, "synthetic",
+                              lambda tmp: _write_files(tmp, params))
 
 
 def default_synthetic_root(**params) -> pathlib.Path:
@@ -88,10 +74,7 @@ def default_synthetic_root(**params) -> pathlib.Path:
   unknown = sorted(set(params) - set(defaults))
   if unknown:
     raise TypeError(f"unknown synthetic dataset parameters {unknown}; known: {sorted(defaults)}")
-  full = {**defaults, **params}
-  digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
-  base = os.environ.get("MINIJAX_DATA_DIR") or pathlib.Path.home() / ".cache" / "minijax"
-  return pathlib.Path(base).expanduser() / f"synthetic-v{FORMAT_VERSION}-{digest}"
+  return generated.cache_root("synthetic", FORMAT_VERSION, {**defaults, **params})
 
 
 def class_design(label: int, num_classes: int) -> dict:
@@ -120,31 +103,6 @@ def _checked_params(**params) -> dict:
     raise ValueError(f"need 24 <= min_size <= max_size, got min_size={params['min_size']}, "
                      f"max_size={params['max_size']}")
   return params
-
-
-def _is_complete(root: pathlib.Path, manifest: dict) -> bool:
-  try:
-    found = json.loads((root / MANIFEST).read_text())
-  except (OSError, ValueError):
-    return False
-  return found == manifest and all((root / name).is_file() for _, name in SPLITS)
-
-
-def _move_into_place(tmp: pathlib.Path, root: pathlib.Path, manifest: dict) -> None:
-  """Renames tmp to root. Replaces an older synthetic dataset there, never foreign files."""
-  if root.exists() and not _is_complete(root, manifest):
-    if not (root / MANIFEST).is_file() and any(root.iterdir()):
-      raise FileExistsError(f"{root} exists and is not a synthetic dataset (no {MANIFEST}); "
-                            "refusing to overwrite it")
-    old = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-    os.replace(root, old / "data")
-    shutil.rmtree(old, ignore_errors=True)
-  try:
-    os.replace(tmp, root)
-  except OSError:
-    # Another process finished the same dataset first: fine if it is ours.
-    if not _is_complete(root, manifest):
-      raise
 
 
 def _write_files(out: pathlib.Path, params: dict) -> None:

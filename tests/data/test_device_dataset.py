@@ -1,6 +1,5 @@
 """The split held on the device gives the streamed pipeline's batches, hence the same training,
 also with several steps per jit call."""
-import jax
 import numpy as np
 import pytest
 
