@@ -132,7 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def parse_arg(arg: str | None, *, positional: str | None = None, **spec) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, *, positional: str | None = None,
+              **spec) -> ml_collections.ConfigDict:
   """The config arg after ':' as typed fields: parse_arg('demo,k=8', demo=False, k=4).
 
   A bare token sets a bool field to True; `key=value` parses value as the default's type (bool:
@@ -253,7 +254,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
   if data.name == "imagelist" and not data.root:
     raise ConfigError("data.root", data.root,
                       "set --config.data.root=/path/to/imagenet-mini (with train.txt, val.txt, "
-                      "test.txt), or use the embedded synthetic dataset with the ':demo' config arg")
+                      "test.txt), or use the embedded synthetic dataset with the ':demo' config "
+                      "arg")
   if data.name == "synthetic" and data.num_classes != data.synthetic.num_classes:
     raise ConfigError("data.num_classes", data.num_classes,
                       f"must equal data.synthetic.num_classes={data.synthetic.num_classes}")

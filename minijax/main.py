@@ -47,7 +47,8 @@ _LOCAL_DEVICE_IDS = flags.DEFINE_list(
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache_dir", None, "JAX's persistent compilation cache: reruns and resumes skip "
     "XLA compilation. Default $MINIJAX_COMPILATION_CACHE_DIR, else "
-    "~/.cache/minijax/jax_compilation_cache; '' (or MINIJAX_COMPILATION_CACHE_DIR='') turns it off.")
+    "~/.cache/minijax/jax_compilation_cache; '' (or MINIJAX_COMPILATION_CACHE_DIR='') turns it "
+    "off.")
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "A process silent this long counts as dead; the others end "
     "(non-zero) instead of waiting for it.", lower_bound=1)

@@ -64,4 +64,5 @@ def test_two_channels_get_a_zero_third():
 def test_more_than_three_channels_keep_the_first_three():
   x = _image(shape=(1, 4, 4, 5))
   np.testing.assert_array_equal(channels.seed_inputs(x, (0, 1, 2, 3, 4)), x[..., :3])
-  np.testing.assert_array_equal(channels.seed_inputs(x, (4, 3, 1, 0)), np.asarray(x)[..., [4, 3, 1]])
+  np.testing.assert_array_equal(channels.seed_inputs(x, (4, 3, 1, 0)),
+                                np.asarray(x)[..., [4, 3, 1]])

@@ -13,9 +13,9 @@ What torchvision does with the seed's PIL images, reproduced here:
                         pixel's centre (x + 0.5, y + 0.5) is mapped back by the inverse rotation and
                         takes the source pixel it falls in (floor), black where it falls outside.
 Both act on the image before ToTensor/Normalize, so the input here is the un-normalised image
-(e.g. minijax.data.augment.to_unit_float's [0, 1] floats) and the fill is 0 there: a black corner becomes
--mean/std after normalisation, as in the seed. Nearest-neighbour moves pixels without mixing them,
-so rotating floats gives exactly the values of rotating the uint8 image.
+(e.g. minijax.data.augment.to_unit_float's [0, 1] floats) and the fill is 0 there: a black corner
+becomes -mean/std after normalisation, as in the seed. Nearest-neighbour moves pixels without
+mixing them, so rotating floats gives exactly the values of rotating the uint8 image.
 
 Each image draws its own flip and angle (torchvision draws per sample). The rotation follows PIL's
 16.16 fixed-point arithmetic (in int32: sides under 8192 px); PIL rounds its coefficients from

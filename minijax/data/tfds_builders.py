@@ -272,8 +272,8 @@ class ImagenetMini(_ImageListBuilder):
   DEFAULT_BUILDER_CONFIG_NAME = "256px"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Pass the course's images.zip (or the folder it extracts to, holding train.txt, val.txt or
-  validation.txt, test.txt and images/) with `python -m minijax.tools.prepare --source=PATH`, or place
-  images.zip (or that folder) in the manual_dir: <data_dir>/downloads/manual/.
+  validation.txt, test.txt and images/) with `python -m minijax.tools.prepare --source=PATH`, or
+  place images.zip (or that folder) in the manual_dir: <data_dir>/downloads/manual/.
   """
 
   def _open_store(self, dl_manager):

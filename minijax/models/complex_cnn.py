@@ -6,7 +6,8 @@ Layer order follows the seed report's summary: conv-pool, conv-pool, spatial att
 RDB, dropout (0.4, the seed's), global average pooling, dense 512, dense num_classes.
 
 The seed's ComplexCNN also builds a SelfAttention(128) that its forward never calls ("out of
-memory"): it is not here, and minijax.tools.torch_interop ignores its keys in the seed's state_dicts.
+memory"): it is not here, and minijax.tools.torch_interop ignores its keys in the seed's
+state_dicts.
 `weight_init` picks flax's or PyTorch's default initialisation (minijax.models.initializers).
 """
 import functools

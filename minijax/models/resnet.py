@@ -1,8 +1,9 @@
 """ResNet34 in torchvision's layout with a configurable head (21,310,322 parameters at 50 classes).
 
 Explicit torch-style paddings (not 'SAME') so that strided convs and the stem max-pool see exactly
-the pixels torchvision's do; minijax.tools.torch_interop relies on it for logit parity. `weight_init="torch"`
-initialises as torchvision's resnet34() with a replaced fc does (minijax.models.initializers).
+the pixels torchvision's do; minijax.tools.torch_interop relies on it for logit parity.
+`weight_init="torch"` initialises as torchvision's resnet34() with a replaced fc does
+(minijax.models.initializers).
 """
 from functools import partial
 from typing import Any, Sequence
