@@ -10,6 +10,9 @@ Embedded synthetic dataset (2-core CPU), as in scripts/task1_runs.sh (15 epochs,
       --config.num_epochs=15 --config.data.synthetic.test_per_class=100
 Expected: ~4 min; test RGB 96.6%, worst subset (G) 89.7%. Without ',subsets' the adapters never
 see a subset and stay at their init (the seed's mapping): RGB 89.9%, worst (GB) 34.0%.
+With C > 3 channels (':multispectral') there is one learned n->3 adapter per subset size n = 1..C,
+initialised to the seed's rule (>= 3 channels: the first three); it knows the size of a subset,
+not which channels it holds.
 """
 from minijax.projects.task1 import config as task1_config
 

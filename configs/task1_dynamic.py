@@ -18,8 +18,15 @@ D=8 is the default: with ',d=32' the worst drop is 5.6 (5.0-6.2) on test and 5.8
 Ablations (args): ',attn=0' (no attention: one kernel per channel set), ',k=8' (K kernels),
 ',d=32' (embedding width), ',full=0.5' (share of full-RGB batches; default size-uniform = 1/3),
 ',backbone=resnet34' (or resnet18, improvedcnn: the stem takes that backbone's first-conv shape),
-',tau=T' (attention temperature). Channel names: --config.model.stem_options.channel_names=R,G,B,NIR
-adds an embedding for a NIR channel (the data pipeline itself reads RGB images).
+',tau=T' (attention temperature), ',train=S' (train on the subset S only).
+
+C channels: the stem's vocabulary is the data's channels (data.channels) unless
+--config.model.stem_options.channel_names names more (e.g. R,G,B,NIR,SWIR,RE). The embedded
+multispectral set (R, G, B, NIR, SWIR; the material of each object is only in NIR and SWIR):
+  python -m minijax.main --config=configs/task1_dynamic.py:multispectral,subsets \
+      --workdir=/work/task1_runs/multispectral/dynamic_subsets_s0
+scripts/task1_multispectral.sh trains it with the RGB-only models and a specialist per subset
+and writes the comparison (minijax/projects/task1/README.md has the tables).
 
 ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
   python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \

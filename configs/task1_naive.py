@@ -14,6 +14,14 @@ Expected: ~4-5 min each; test accuracy RGB / worst subset:
   :demo,subsets              94.3 / 86.7 (GB)
   :demo,subsets,fill=zero    85.9 / 43.4 (G)
 Plain ':demo' (6 epochs, 200 test images, ~2 min): RGB ~85%, worst subset ~8-25%.
+
+C channels: with the seed's rule a subset of 3 or more channels gives its first three (on the
+multispectral set, ':multispectral' alone trains on R, G, B). ',specialist=S' builds a specialist
+for the subset S: the first conv takes S's channels as they are (input.channel_fill='none'), and
+it is trained and evaluated on S alone, e.g.
+  python -m minijax.main --config=configs/task1_naive.py:multispectral,specialist=NIR+SWIR \
+      --workdir=/work/task1_runs/multispectral/spec_NIR_SWIR_s0
+python -m minijax.projects.task1.report --specialists=... compares adaptive models with them.
 """
 from minijax.projects.task1 import config as task1_config
 

@@ -4,9 +4,13 @@
 minijax.experiment.Experiment), each giving (model inputs, keyword arguments of model.apply):
 
   stem 'conv' (naive)  the 3-channel input the model was built for: config.input.channel_fill
-                       'seed' is the seed's processing (minijax.channels.seed_mapping), 'zero'
-                       keeps the present channels in place and zeroes the others.
-  stem 'adapter'       the seed's 3-channel mapping plus num_channels (stems.ChannelAdapter).
+                       'seed' is the seed's processing (minijax.channels.seed_mapping: with C > 3
+                       channels, a subset of 3 or more gives its first three), 'zero' keeps the
+                       present channels in place and zeroes the others (3-channel data only),
+                       'none' is a specialist's input: input.train_channels as they are, in the
+                       dataset's order (its first conv was built for them).
+  stem 'adapter'       the seed's mapping widened to max(3, C) channels (adapter_mapping) plus
+                       num_channels (stems.ChannelAdapter).
   stem 'dynamic'       the present channels with their ids, or, when sampling, all channels with
                        a (C,) channel_mask (dynamic_conv.DynamicConvStem).
 
@@ -14,8 +18,9 @@ Subset training (config.input.subset_training.enabled) draws one subset of
 config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
 subset of that size uniformly (ChannelViT's hierarchical sampling), or with full_fraction >= 0 the
 full set with that probability and the smaller sizes uniformly otherwise. The subsets form a static
-table (masks, and for naive models the source channel and keep flag of each of the 3 inputs); the
-sampled row selects from it, so one compilation serves every subset.
+table (masks, and for naive models and adapters the source channel and keep flag of each model
+input); the sampled row selects from it, so one compilation serves every subset. With C channels
+the table has 2^C - 1 rows.
 """
 import dataclasses
 import itertools
@@ -25,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from minijax import channels, config as config_lib
+from minijax.projects.task1 import stems
 
-FILLS = ("seed", "zero")
+FILLS = ("seed", "zero", "none")
 
 
 def subset_probabilities(subsets, full_fraction: float = -1.0) -> np.ndarray:
@@ -43,13 +49,33 @@ def subset_probabilities(subsets, full_fraction: float = -1.0) -> np.ndarray:
 
 
 def naive_mapping(indices, fill: str, num_data_channels: int) -> tuple[np.ndarray, np.ndarray]:
-  """(source channel, keep flag) of each of a naive model's 3 inputs for channels `indices`."""
+  """(source channel, keep flag) of each of a naive model's inputs for channels `indices`: 3 of
+  them, or with fill 'none' the subset's own channels in the dataset's order."""
   if fill == "zero":
     if num_data_channels != channels.MODEL_CHANNELS:
       raise ValueError("channel_fill='zero' keeps channels in place: it needs a 3-channel dataset")
     return (np.arange(3, dtype=np.int32),
             np.isin(np.arange(3), list(indices)).astype(np.float32))
+  if fill == "none":
+    return np.array(sorted(indices), np.int32), np.ones(len(indices), np.float32)
   return channels.seed_mapping(indices)
+
+
+def adapter_mapping(indices, num_data_channels: int) -> tuple[np.ndarray, np.ndarray]:
+  """(source, keep) of each of the adapters' max(3, C) inputs: the seed's mapping of the subset,
+  then its channels after the first three, then zeros (adapter n reads the first n)."""
+  sources, keep = channels.seed_mapping(indices)
+  width = stems.adapter_width(num_data_channels)
+  rest = [int(i) for i in indices][channels.MODEL_CHANNELS:]
+  pad = width - channels.MODEL_CHANNELS - len(rest)
+  return (np.concatenate([sources, rest, np.zeros(pad)]).astype(np.int32),
+          np.concatenate([keep, np.ones(len(rest)), np.zeros(pad)]).astype(np.float32))
+
+
+def _mapping(indices, stem: str, fill: str, num_data_channels: int):
+  if stem == "adapter":
+    return adapter_mapping(indices, num_data_channels)
+  return naive_mapping(indices, fill, num_data_channels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +84,20 @@ class SubsetTable:
   probs: np.ndarray    # (S,)
   masks: np.ndarray    # (S, C) float32, over the data's channels
   counts: np.ndarray   # (S,) int32
-  sources: np.ndarray  # (S, 3) int32: naive models' input k = images[..., sources[k]] * keeps[k]
-  keeps: np.ndarray    # (S, 3) float32
+  sources: np.ndarray  # (S, W) int32: naive / adapter input k = images[..., sources[k]] * keeps[k]
+  keeps: np.ndarray    # (S, W) float32
 
 
 def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.0,
-               fill: str = "seed") -> SubsetTable:
-  """Every non-empty subset of `train_indices`, largest first."""
+               fill: str = "seed", stem: str = "conv") -> SubsetTable:
+  """Every non-empty subset of `train_indices`, largest first; sources and keeps map each to the
+  input of `stem` (naive: with `fill`)."""
   subsets = tuple(combo for size in range(len(train_indices), 0, -1)
                   for combo in itertools.combinations(train_indices, size))
   masks = np.zeros((len(subsets), num_data_channels), np.float32)
   for row, subset in enumerate(subsets):
     masks[row, list(subset)] = 1.0
-  mappings = [naive_mapping(s, fill, num_data_channels) for s in subsets]
+  mappings = [_mapping(s, stem, fill, num_data_channels) for s in subsets]
   return SubsetTable(subsets=subsets, probs=subset_probabilities(subsets, full_fraction),
                      masks=masks, counts=np.array([len(s) for s in subsets], np.int32),
                      sources=np.stack([m[0] for m in mappings]),
@@ -87,14 +114,14 @@ def make_inputs(config):
   config.model.stem."""
   names = channels.parse_names(config.data.channels)
   stem, fill = config.model.stem, config.input.channel_fill
-  vocabulary = config.model.stem_options.channel_names
+  vocabulary = stems.stem_channel_names(config)
 
   def static_inputs(indices):
     """Inputs for a fixed subset of the data's channels."""
     if stem == "dynamic":
       ids = channels.channel_ids([names[i] for i in indices], vocabulary)
       return lambda images: (images[..., tuple(indices)], {"channel_ids": ids})
-    sources, keep = naive_mapping(indices, "seed" if stem == "adapter" else fill, len(names))
+    sources, keep = _mapping(indices, stem, fill, len(names))
     extra = {"num_channels": len(indices)} if stem == "adapter" else {}
     return lambda images: (images[..., tuple(sources)] * jnp.asarray(keep, images.dtype), extra)
 
@@ -107,8 +134,7 @@ def make_inputs(config):
     fixed = static_inputs(train_indices)
     return (lambda rng, images: fixed(images)), eval_inputs
 
-  table = make_table(train_indices, len(names), sampling.full_fraction,
-                     "seed" if stem == "adapter" else fill)
+  table = make_table(train_indices, len(names), sampling.full_fraction, fill, stem)
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
 
   def train_inputs(rng, images):

@@ -2,13 +2,20 @@
 
 Fields added to the core schema (minijax.config):
   model.stem                       'conv' (naive), 'dynamic' or 'adapter' (task1/stems.py)
-  model.stem_options.*             the dynamic stem's and the adapters' hyper-parameters
-  input.channel_fill               naive models: 'seed' (duplicate / zero-fill a third) or 'zero'
+  model.stem_options.*             the dynamic stem's and the adapters' hyper-parameters;
+                                   channel_names '' = the data's channels (data.channels)
+  input.channel_fill               naive models: 'seed' (duplicate / zero-fill a third), 'zero',
+                                   or 'none' (a specialist: the first conv takes
+                                   input.train_channels as they are)
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step
   input.subset_training.full_fraction  >= 0: share of full-set batches; < 0: size-uniform
 
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
+  multispectral the embedded multispectral set (R, G, B, NIR, SWIR) at 32 px
+  train=S       train on the channel subset S only (input.train_channels, e.g. 'R+G+B')
+  specialist=S  naive models: a specialist for subset S (first conv on S's channels, trained and
+                evaluated on S alone), the reference the report compares adaptive models with
   subsets       channel-subset training on
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
@@ -30,7 +37,7 @@ BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 def add_fields(config: ml_collections.ConfigDict) -> None:
   config.model.stem = "conv"
   config.model.stem_options = ml_collections.ConfigDict(dict(
-      channel_names="R,G,B", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
+      channel_names="", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
       temperature=1.0, adapter_kernel_size=3))
   config.input.channel_fill = "seed"
   config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0))
@@ -49,15 +56,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if fill != "seed" and stem != "conv":
     raise ConfigError("input.channel_fill", fill,
                       f"applies to naive models (model.stem='conv'), not {stem!r}")
-  try:
-    names = channels.parse_names(options.channel_names)
-  except ValueError as error:
-    raise ConfigError("model.stem_options.channel_names", options.channel_names, str(error)) \
-        from None
-  missing = [c for c in channels.parse_names(config.data.channels) if c not in names]
-  if stem == "dynamic" and missing:
-    raise ConfigError("model.stem_options.channel_names", options.channel_names,
-                      f"must name the data's channels {config.data.channels!r}; missing {missing}")
+  data_names = channels.parse_names(config.data.channels)
+  if fill == "zero" and len(data_names) != channels.MODEL_CHANNELS:
+    raise ConfigError("input.channel_fill", fill, "keeps channels in place, so it needs a "
+                      f"3-channel dataset (data.channels={config.data.channels!r}); use 'seed'")
+  if fill == "none":
+    _validate_specialist(config)
+  if options.channel_names:
+    try:
+      names = channels.parse_names(options.channel_names)
+    except ValueError as error:
+      raise ConfigError("model.stem_options.channel_names", options.channel_names, str(error)) \
+          from None
+    missing = [c for c in data_names if c not in names]
+    if stem == "dynamic" and missing:
+      raise ConfigError("model.stem_options.channel_names", options.channel_names,
+                        f"must name the data's channels {config.data.channels!r}; missing "
+                        f"{missing} (or leave it empty: the data's channels)")
   for key in ("num_kernels", "embed_dim", "attention_hidden"):
     if not isinstance(options[key], int) or options[key] < 1:
       raise ConfigError(f"model.stem_options.{key}", options[key], "must be a positive integer")
@@ -73,15 +88,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "must be in [0, 1], or < 0 for size-uniform sampling")
 
 
+def _validate_specialist(config) -> None:
+  """channel_fill='none': the model is built for input.train_channels alone."""
+  fill, train = config.input.channel_fill, config.input.train_channels
+  if not train:
+    raise ConfigError("input.channel_fill", fill, "'none' builds the first conv for "
+                      "input.train_channels: set it (e.g. with the config arg specialist=S)")
+  if config.input.subset_training.enabled:
+    raise ConfigError("input.subset_training.enabled", True,
+                      "a specialist (input.channel_fill='none') trains on its own subset only")
+  names = channels.parse_names(config.data.channels)
+  own = set(channels.parse_subset(train, names))
+  others = [s for s in config.eval.channel_subsets if set(channels.parse_subset(s, names)) != own]
+  if not config.eval.channel_subsets or others:
+    raise ConfigError("eval.channel_subsets", tuple(config.eval.channel_subsets),
+                      f"a specialist (input.channel_fill='none') is evaluated on its training "
+                      f"channels {train!r} alone: set eval.channel_subsets=({train!r},)")
+
+
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
-  args = config_lib.parse_arg(arg, demo=False, subsets=False, full=-1.0, backbone="complexcnn",
-                              fill="seed", k=4, d=8, attn=True, tau=1.0)
+  args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
+                              backbone="complexcnn", fill="seed", train="", specialist="", k=4,
+                              d=8, attn=True, tau=1.0)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
   if stem != "conv" and "fill" in given:
     raise ValueError("config arg fill= applies to the naive config (configs/task1_naive.py)")
+  if args.demo and args.multispectral:
+    raise ValueError("config args demo and multispectral choose different datasets: pick one")
+  if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
+    raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
+                     "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau"} & given:
     raise ValueError("config args k=, d=, attn=, tau= apply to the dynamic config "
                      "(configs/task1_dynamic.py)")
@@ -92,9 +131,16 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   config.model.stem = stem
   if args.demo:
     config_lib.use_demo(config)
+  if args.multispectral:
+    config_lib.use_multispectral_demo(config)
   config.input.subset_training.enabled = args.subsets
   config.input.subset_training.full_fraction = args.full
   config.input.channel_fill = args.fill
+  config.input.train_channels = args.train
+  if args.specialist:
+    config.input.channel_fill = "none"
+    config.input.train_channels = args.specialist
+    config.eval.channel_subsets = (args.specialist,)
   options = config.model.stem_options
   options.num_kernels, options.embed_dim = args.k, args.d
   options.attention, options.temperature = args.attn, args.tau

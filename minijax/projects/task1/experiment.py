@@ -4,18 +4,26 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from minijax import channels, experiment
+from minijax import channels, config as config_lib, experiment
 from minijax.projects.task1 import channel_inputs, stems
+
+
+def model_input_channels(config) -> int:
+  """How many channels the model's input has: the first conv is built for that many."""
+  num_data = len(channels.parse_names(config.data.channels))
+  if config.model.stem == "dynamic":  # The stem takes the data's channels as they are.
+    return num_data
+  if config.model.stem == "adapter":
+    return stems.adapter_width(num_data)
+  if config.input.channel_fill == "none":  # A specialist: its training channels as they are.
+    return len(channels.parse_subset(config_lib.train_channels(config), config.data.channels))
+  return channels.MODEL_CHANNELS
 
 
 def build(config) -> experiment.Experiment:
   base = experiment.build(config, model=stems.create_model(config))
   train_inputs, eval_inputs = channel_inputs.make_inputs(config)
-  size = config.data.image_size
-  if config.model.stem == "dynamic":  # The stem takes the data's channels as they are.
-    num_inputs, kwargs = len(channels.parse_names(config.data.channels)), {}
-  else:
-    num_inputs, kwargs = channels.MODEL_CHANNELS, {}
+  size, num_inputs = config.data.image_size, model_input_channels(config)
   return dataclasses.replace(
       base, train_inputs=train_inputs, eval_inputs=eval_inputs,
-      init_inputs=lambda: (jnp.zeros((1, size, size, num_inputs), jnp.float32), kwargs))
+      init_inputs=lambda: (jnp.zeros((1, size, size, num_inputs), jnp.float32), {}))

@@ -3,8 +3,14 @@
   "conv"     the backbone as it is (a naive RGB model; subsets are mapped to 3 channels outside).
   "dynamic"  the backbone's first conv replaced by a DynamicConvStem built with that conv's
              geometry (the backbone's `stem` field); the model takes channel_ids / channel_mask.
-  "adapter"  learned 1->3 and 2->3 convs in front of the unmodified RGB backbone (ChannelAdapter);
-             the model takes the seed's 3-channel mapping of a subset and num_channels.
+  "adapter"  learned n->3 convs, one per subset size n, in front of the unmodified RGB backbone
+             (ChannelAdapter); the model takes the seed's mapping of a subset and num_channels.
+
+With C data channels: the naive backbone takes 3 (the seed's rule: 1 -> duplicated, 2 -> plus a
+zero channel, >= 3 -> the first three; or, as a specialist, its training subset as it is); the
+adapters map any subset size 1..C to 3 (on an RGB dataset: 1->3 and 2->3, RGB goes in as it is);
+the dynamic stem takes the present channels with their names (its vocabulary defaults to the
+data's channels).
 """
 import functools
 from typing import Any
@@ -32,40 +38,71 @@ def _seed_mapping_init(num_inputs: int):
   return init
 
 
-class ChannelAdapter(nn.Module):
-  """Learned 1->3 and 2->3 convs in front of an RGB backbone, initialised to the seed's mapping.
+def adapter_sizes(num_data_channels: int) -> tuple[int, ...]:
+  """The subset sizes with a learned adapter: every size 1..C, except three channels of a
+  three-channel dataset, which the RGB backbone takes as they are."""
+  return tuple(n for n in range(1, num_data_channels + 1)
+               if not n == num_data_channels == channels.MODEL_CHANNELS)
 
-  Input: the seed's 3-channel mapping of a subset (1 channel -> [c, c, c], 2 -> [a, b, 0], 3 -> RGB)
-  and num_channels, the subset's size: a Python int (one branch is built) or a traced scalar (in
-  subset training: both adapters run and the right output is selected, so one compilation serves
-  every subset).
+
+def adapter_width(num_data_channels: int) -> int:
+  """The adapters' input width: the seed's three, or all C channels of a wider dataset."""
+  return max(channels.MODEL_CHANNELS, num_data_channels)
+
+
+class ChannelAdapter(nn.Module):
+  """Learned n->3 convs (one per subset size n) in front of an RGB backbone, initialised to the
+  seed's mapping: 1 channel duplicated, 2 plus a zero third, 3 or more the first three.
+
+  An adapter knows a subset's size, not which channels it holds (R alone and NIR alone share the
+  1->3 adapter); the dynamic stem is the channel-aware alternative.
+
+  Input: (B, H, W, max(3, C)): the seed's 3-channel mapping of a subset (1 channel -> [c, c, c],
+  2 -> [a, b, 0], 3 or more -> the subset's first three) followed by the subset's other channels
+  and zeros (channel_inputs.adapter_mapping); adapter n reads the first n. num_channels, the
+  subset's size: a Python int (one branch is built) or a traced scalar (in subset training: every
+  adapter runs and the right output is selected, so one compilation serves every subset).
   """
   backbone: nn.Module
   kernel_size: int = 3
+  data_channels: int = 3  # C, the dataset's channel count.
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, num_channels=None):
-    if x.shape[-1] != 3:
-      raise ValueError(f"ChannelAdapter takes the seed's 3-channel mapping, got {x.shape[-1]} "
+    width = adapter_width(self.data_channels)
+    if x.shape[-1] != width:
+      raise ValueError(f"ChannelAdapter takes the seed's mapping of a subset of the "
+                       f"{self.data_channels} data channels ({width} wide), got {x.shape[-1]} "
                        "channels")
     pad = self.kernel_size // 2
+    sizes = adapter_sizes(self.data_channels)
     adapters = {n: nn.Conv(3, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
                            kernel_init=_seed_mapping_init(n), dtype=self.dtype,
-                           name=f"adapter_{n}to3") for n in (1, 2)}
-    adapt = lambda n: adapters[n](x[..., :n]).astype(x.dtype)  # noqa: E731
+                           name=f"adapter_{n}to3") for n in sizes}
+    adapt = lambda n: (adapters[n](x[..., :n]).astype(x.dtype)  # noqa: E731
+                       if n in adapters else x)
     if num_channels is None:
-      num_channels = 3
+      num_channels = self.data_channels
     if isinstance(num_channels, (int, np.integer)):
-      if num_channels not in (1, 2, 3):
-        raise ValueError(f"num_channels={num_channels}: adapters exist for 1, 2 and 3 channels")
+      if not 1 <= num_channels <= self.data_channels:
+        raise ValueError(f"num_channels={num_channels}: a subset of the {self.data_channels} "
+                         f"data channels has 1 to {self.data_channels}")
       if self.is_initializing():
-        for n in (1, 2):
+        for n in sizes:
           adapt(n)
-      x = x if num_channels == 3 else adapt(int(num_channels))
+      x = adapt(int(num_channels))
     else:
-      x = jnp.where(num_channels == 1, adapt(1), jnp.where(num_channels == 2, adapt(2), x))
+      selected = adapt(self.data_channels)
+      for n in range(self.data_channels - 1, 0, -1):
+        selected = jnp.where(num_channels == n, adapt(n), selected)
+      x = selected
     return self.backbone(x, train=train)
+
+
+def stem_channel_names(config) -> str:
+  """The dynamic stem's vocabulary: model.stem_options.channel_names, or the data's channels."""
+  return config.model.stem_options.channel_names or config.data.channels
 
 
 CONFIG_KEYS = ("stem", "stem_options")  # config.model keys that are not backbone arguments.
@@ -77,14 +114,42 @@ def create_model(config) -> nn.Module:
   if model_config.stem == "adapter":
     backbone = models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS)
     return ChannelAdapter(backbone=backbone, kernel_size=options.adapter_kernel_size,
+                          data_channels=len(channels.parse_names(config.data.channels)),
                           dtype=backbone.dtype)
   if model_config.stem == "dynamic":
-    stem = functools.partial(
-        DynamicConvStem, channel_names=options.channel_names, input_channels=config.data.channels,
-        num_kernels=options.num_kernels, embed_dim=options.embed_dim, attention=options.attention,
-        attention_hidden=options.attention_hidden, temperature=options.temperature)
-    return models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS, stem=stem)
+    return models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS,
+                         stem=dynamic_stem_factory(config))
   return models.create(model_config, config.data.num_classes, exclude=CONFIG_KEYS)
+
+
+def dynamic_stem_factory(config):
+  """DynamicConvStem with config.model.stem_options, to be called with the replaced conv's
+  geometry (the backbones' `stem` field)."""
+  options = config.model.stem_options
+  return functools.partial(
+      DynamicConvStem, channel_names=stem_channel_names(config),
+      input_channels=config.data.channels, num_kernels=options.num_kernels,
+      embed_dim=options.embed_dim, attention=options.attention,
+      attention_hidden=options.attention_hidden, temperature=options.temperature)
+
+
+GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")
+
+
+def first_conv_geometry(config) -> dict:
+  """The backbone's first conv as the backbone itself states it, recorded from its call of the
+  `stem` factory: features, kernel_size, strides, padding, use_bias."""
+  recorded, factory = {}, dynamic_stem_factory(config)
+
+  def recording(**kwargs):
+    recorded.update(kwargs)
+    return factory(**kwargs)
+
+  model = models.create(config.model, config.data.num_classes, exclude=CONFIG_KEYS,
+                        stem=recording)
+  size, num = config.data.image_size, len(channels.parse_names(config.data.channels))
+  jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, num))))
+  return {key: recorded[key] for key in GEOMETRY_KEYS}
 
 
 def stem_kernels(model: nn.Module, variables, ids) -> jax.Array:

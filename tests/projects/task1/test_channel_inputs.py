@@ -1,11 +1,12 @@
 """What a Task 1 model sees of a channel subset: the subset table and its sampling, and each stem's
-training and evaluation inputs, against hand-built expectations."""
+training and evaluation inputs, against hand-built expectations, for R, G, B and for five bands."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from helpers import tiny_config
+from minijax import config as config_lib, projects
 from minijax.projects.task1 import channel_inputs
 
 
@@ -168,3 +169,125 @@ def test_zero_fill_keeps_present_channels_in_place():
     np.testing.assert_array_equal(inputs[..., present], np.asarray(x)[..., present])
     np.testing.assert_array_equal(inputs[..., ~present], 0)
   assert len(sizes) > 1
+
+
+# --- C channels: the embedded multispectral set's five bands -----------------------------------
+
+BANDS = ("R", "G", "B", "NIR", "SWIR")
+
+
+def _bands_config(stem="conv", **overrides):
+  """Task 1 on the multispectral set's five bands (no data read: statistics given)."""
+  config = projects.base_config("task1", "complexcnn")
+  config_lib.use_multispectral_demo(config)
+  config.lock()
+  config.update_from_flattened_dict({"model.stem": stem, "input.mean": (0.5,) * 5,
+                                     "input.std": (0.25,) * 5, **overrides})
+  projects.validate(config)
+  return config
+
+
+def _bands(seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(2, 4, 4, 5)), jnp.float32)
+
+
+@pytest.mark.parametrize("full_fraction", [-1.0, 0.4])
+def test_sampler_draws_subsets_of_five_channels_with_the_designed_frequencies(full_fraction):
+  table = channel_inputs.make_table(tuple(range(5)), 5, full_fraction)
+  assert len(table.subsets) == 31 and len(set(table.subsets)) == 31
+  assert table.subsets[0] == (0, 1, 2, 3, 4) and table.subsets[-1] == (4,)
+  sizes = np.array([len(s) for s in table.subsets])
+  np.testing.assert_array_equal(np.bincount(sizes), [0, 5, 10, 10, 5, 1])
+  np.testing.assert_array_equal(table.masks.sum(axis=1), sizes)
+  # By hand: size uniform over 1..5 (or P(full) fixed, the rest uniform over 1..4), then uniform
+  # among the C(5, size) subsets of that size.
+  size_probs = ({n: 0.2 for n in range(1, 6)} if full_fraction < 0 else
+                {**{n: (1 - full_fraction) / 4 for n in range(1, 5)}, 5: full_fraction})
+  expected = np.array([size_probs[n] / np.sum(sizes == n) for n in sizes])
+  np.testing.assert_allclose(table.probs, expected, rtol=1e-6)
+  draws = np.asarray(jax.vmap(lambda key: channel_inputs.sample_index(key, table))(
+      jax.random.split(jax.random.key(1), 40000)))
+  frequencies = np.bincount(draws, minlength=31) / len(draws)
+  np.testing.assert_allclose(frequencies, expected, atol=0.008)
+  for n in range(1, 6):
+    assert abs(frequencies[sizes == n].sum() - size_probs[n]) < 0.012, n
+  # Every band is drawn equally often: P(band present) = sum over sizes of P(size) * size / 5.
+  presence = (table.masks[draws]).mean(axis=0)
+  np.testing.assert_allclose(presence, sum(p * n / 5 for n, p in size_probs.items()), atol=0.012)
+
+
+def test_sampling_over_training_channels_of_a_five_channel_dataset():
+  table = channel_inputs.make_table((0, 3, 4), 5)  # Train on R, NIR, SWIR only.
+  assert table.subsets == ((0, 3, 4), (0, 3), (0, 4), (3, 4), (0,), (3,), (4,))
+  np.testing.assert_array_equal(table.masks[3], [0, 0, 0, 1, 1])
+  assert table.masks[:, 1:3].sum() == 0  # G and B never drawn.
+
+
+def test_what_each_stem_receives_of_a_five_channel_dataset():
+  x = _bands()
+  names = {n: i for i, n in enumerate(BANDS)}
+  col = lambda *bands: tuple(None if b is None else names[b] for b in bands)  # noqa: E731
+  _, naive = channel_inputs.make_inputs(_bands_config("conv"))
+  # The seed's rule: 1 -> duplicated, 2 -> plus a zero third, >= 3 -> the first three.
+  for subset, columns in [("R+G+B+NIR+SWIR", col("R", "G", "B")),
+                          ("R+B+NIR+SWIR", col("R", "B", "NIR")),
+                          ("G+NIR+SWIR", col("G", "NIR", "SWIR")),
+                          ("NIR+SWIR", col("NIR", "SWIR", None)),
+                          ("SWIR", col("SWIR", "SWIR", "SWIR"))]:
+    inputs, kwargs = naive(subset)(x)
+    np.testing.assert_array_equal(inputs, _stack(x, *columns), err_msg=subset)
+    assert kwargs == {}
+  _, adapter = channel_inputs.make_inputs(_bands_config("adapter"))
+  # The seed's mapping, then the subset's channels after its first three, then zeros: 5 wide.
+  for subset, columns in [("R+G+B+NIR+SWIR", col("R", "G", "B", "NIR", "SWIR")),
+                          ("R+B+NIR+SWIR", col("R", "B", "NIR", "SWIR", None)),
+                          ("G+NIR+SWIR", col("G", "NIR", "SWIR", None, None)),
+                          ("NIR+SWIR", col("NIR", "SWIR", None, None, None)),
+                          ("NIR", col("NIR", "NIR", "NIR", None, None))]:
+    inputs, kwargs = adapter(subset)(x)
+    np.testing.assert_array_equal(inputs, _stack(x, *columns), err_msg=subset)
+    assert kwargs == {"num_channels": len(subset.split("+"))}
+  _, dynamic = channel_inputs.make_inputs(_bands_config("dynamic"))
+  inputs, kwargs = dynamic("SWIR+R+NIR")(x)  # The present channels, as ordered, with their ids.
+  np.testing.assert_array_equal(inputs, _stack(x, *col("SWIR", "R", "NIR")))
+  np.testing.assert_array_equal(kwargs["channel_ids"], [4, 0, 3])
+  train, specialist = channel_inputs.make_inputs(_bands_config("conv", **{
+      "input.channel_fill": "none", "input.train_channels": "SWIR+G",
+      "eval.channel_subsets": ("G+SWIR",)}))
+  # A specialist: its own channels as they are, in the dataset's order, in training and test.
+  np.testing.assert_array_equal(specialist("G+SWIR")(x)[0], _stack(x, *col("G", "SWIR")))
+  np.testing.assert_array_equal(train(jax.random.key(0), x)[0], _stack(x, *col("G", "SWIR")))
+
+
+def test_dynamic_stem_ids_follow_a_wider_vocabulary():
+  _, dynamic = channel_inputs.make_inputs(_bands_config("dynamic", **{
+      "model.stem_options.channel_names": "RE,R,G,B,NIR,SWIR"}))
+  np.testing.assert_array_equal(dynamic("R+NIR")(_bands())[1]["channel_ids"], [1, 4])
+
+
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+def test_each_sampled_batch_of_five_channels_is_mapped_as_its_stem_needs(stem):
+  train_inputs = jax.jit(channel_inputs.make_inputs(
+      _bands_config(stem, **{"input.subset_training.enabled": True}))[0])
+  table = channel_inputs.make_table(tuple(range(5)), 5)
+  x = _bands()
+  sizes = set()
+  for seed in range(16):
+    rng = jax.random.key(seed)
+    subset = table.subsets[int(channel_inputs.sample_index(rng, table))]
+    sizes.add(len(subset))
+    inputs, kwargs = train_inputs(rng, x)
+    if stem == "dynamic":
+      np.testing.assert_array_equal(inputs, x)
+      np.testing.assert_array_equal(kwargs["channel_mask"], [c in subset for c in range(5)])
+      np.testing.assert_array_equal(kwargs["channel_ids"], range(5))
+      continue
+    seed_columns = {1: subset * 3, 2: subset + (None,)}.get(len(subset), subset[:3])
+    if stem == "conv":
+      np.testing.assert_array_equal(inputs, _stack(x, *seed_columns))
+    else:
+      rest = subset[3:]
+      columns = seed_columns + rest + (None,) * (2 - len(rest))
+      np.testing.assert_array_equal(inputs, _stack(x, *columns))
+      assert int(kwargs["num_channels"]) == len(subset)
+  assert len(sizes) >= 4, sizes

@@ -24,8 +24,27 @@ def test_config_args_set_the_fields():
   assert (defaults.num_kernels, defaults.embed_dim, defaults.attention) == (4, 8, True)
 
 
+def test_multispectral_and_specialist_args():
+  config = task1_config.get_config("dynamic", "multispectral,subsets")
+  assert (config.data.name, config.data.channels, config.data.num_classes) == (
+      "multispectral", "R,G,B,NIR,SWIR", 12)
+  assert config.model.stem_options.channel_names == ""  # The data's channels.
+  projects.validate(config)
+  rgb = task1_config.get_config("dynamic", "multispectral,subsets,train=R+G+B")
+  assert rgb.input.train_channels == "R+G+B"
+  projects.validate(rgb)
+  specialist = task1_config.get_config("conv", "multispectral,specialist=NIR+SWIR")
+  assert (specialist.input.channel_fill, specialist.input.train_channels) == ("none", "NIR+SWIR")
+  assert tuple(specialist.eval.channel_subsets) == ("NIR+SWIR",)
+  assert not specialist.input.subset_training.enabled
+  projects.validate(specialist)
+
+
 @pytest.mark.parametrize("stem, arg, message", [
     ("dynamic", "demo,K=3", "unknown config arg"),
+    ("dynamic", "demo,multispectral", "choose different datasets"),
+    ("conv", "multispectral,subsets,specialist=NIR", "specialist= is a naive model"),
+    ("dynamic", "multispectral,specialist=NIR", "specialist= is a naive model"),
     ("dynamic", "backbone=vgg", "backbone='vgg'"),
     ("adapter", "fill=zero", "fill= applies to the naive config"),
     ("conv", "k=8", "apply to the dynamic config"),
@@ -51,5 +70,25 @@ def test_validate_names_the_bad_key(stem, key, value, message):
   config = task1_config.get_config(stem, "demo")
   projects.validate(config)
   config.update_from_flattened_dict({key: value})
+  with pytest.raises(ConfigError, match=message):
+    projects.validate(config)
+
+
+@pytest.mark.parametrize("stem, arg, overrides, message", [
+    ("dynamic", "multispectral", {"model.stem_options.channel_names": "R,G,B,NIR"},
+     r"channel_names='R,G,B,NIR'.*missing \['SWIR'\]"),
+    ("conv", "multispectral", {"input.channel_fill": "zero"}, "needs a 3-channel dataset"),
+    ("conv", "multispectral", {"input.channel_fill": "none"}, "set it"),
+    ("conv", "multispectral,specialist=NIR", {"eval.channel_subsets": ("NIR", "SWIR")},
+     r"evaluated on its training channels 'NIR' alone"),
+    ("conv", "multispectral,specialist=NIR", {"eval.channel_subsets": ()},
+     r"eval.channel_subsets=\(\)"),
+    ("conv", "multispectral,specialist=NIR", {"input.subset_training.enabled": True},
+     "trains on its own subset only"),
+])
+def test_c_channel_fields_are_checked(stem, arg, overrides, message):
+  config = task1_config.get_config(stem, arg)
+  projects.validate(config)
+  config.update_from_flattened_dict(overrides)
   with pytest.raises(ConfigError, match=message):
     projects.validate(config)

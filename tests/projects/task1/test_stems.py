@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from minijax import channels, models
+from minijax import channels, config as config_lib, models, projects
 from minijax.projects.task1 import stems
 from minijax.projects.task1.dynamic_conv import DynamicConvStem
 
@@ -58,7 +58,10 @@ def test_stem_options_reach_the_stem():
 
 def test_stem_kernels_from_the_variables_equal_the_stems_own():
   # ResNet's conv1 geometry (7x7, stride 2, no bias); eager calls: compiling ResNet takes longer.
-  model = stems.create_model(_task1_config("resnet18", "dynamic", **{"model.width": 8}))
+  config = _task1_config("resnet18", "dynamic")
+  with config.unlocked():  # ResNet's width is a module field the schema does not list.
+    config.model.width = 8
+  model = stems.create_model(config)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
   rng = np.random.default_rng(0)
   # Positive draws: BatchNorm variances among them.
@@ -99,7 +102,69 @@ def test_adapters_start_as_the_seeds_mapping():
     np.testing.assert_allclose(adapted(variables, mapped, len(subset)), expected, atol=1e-5)
   static = jax.eval_shape(lambda v: model.apply(v, x, num_channels=1), variables)
   assert static.shape == (2, 4)
-  with pytest.raises(ValueError, match="adapters exist for 1, 2 and 3 channels"):
+  with pytest.raises(ValueError, match="num_channels=4: a subset of the 3 data channels"):
     model.apply(variables, x, num_channels=4)
-  with pytest.raises(ValueError, match="takes the seed's 3-channel mapping, got 2"):
+  with pytest.raises(ValueError, match=r"3 data channels \(3 wide\), got 2 channels"):
     model.apply(variables, x[..., :2], num_channels=2)
+
+
+def _bands_config(stem, **overrides):
+  config = projects.base_config("task1", "complexcnn")
+  config_lib.use_multispectral_demo(config)
+  config.lock()
+  config.update_from_flattened_dict({"model.stem": stem, "data.image_size": 16,
+                                     "input.mean": (0.5,) * 5, "input.std": (0.25,) * 5,
+                                     **overrides})
+  projects.validate(config)
+  return config
+
+
+def test_adapters_for_five_channels_one_per_subset_size_start_as_the_seeds_rule():
+  assert stems.adapter_sizes(3) == (1, 2) and stems.adapter_sizes(5) == (1, 2, 3, 4, 5)
+  assert stems.adapter_width(3) == 3 and stems.adapter_width(5) == 5
+  model = stems.create_model(_bands_config("adapter"))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 5)))
+  params = variables["params"]
+  assert {f"adapter_{n}to3" for n in range(1, 6)} <= set(params)
+  # 4 -> 3 at init, by hand: the first three inputs to the three outputs (the seed's >= 3 rule).
+  expected = np.zeros((3, 3, 4, 3))
+  expected[1, 1, [0, 1, 2], [0, 1, 2]] = 1
+  np.testing.assert_array_equal(params["adapter_4to3"]["kernel"], expected)
+  naive = models.create(_bands_config("conv").model, 12, exclude=stems.CONFIG_KEYS)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 5))
+  traced = jax.jit(lambda v, x, n: model.apply(v, x, num_channels=n))
+  backbone = {"params": params["backbone"]}
+  for n in range(1, 6):
+    # At init every adapter gives the seed's 3-channel mapping of what it reads.
+    seed = channels.seed_inputs(x, tuple(range(n)))
+    expected = jax.jit(naive.apply)(backbone, seed)
+    np.testing.assert_allclose(traced(variables, x, n), expected, atol=1e-5, err_msg=str(n))
+    np.testing.assert_allclose(model.apply(variables, x, num_channels=n), expected, atol=1e-5)
+  # The selected adapter is the subset size's: another adapter's weights change nothing else.
+  changed = jax.tree.map(lambda a: a, variables)
+  changed["params"]["adapter_4to3"]["kernel"] = -params["adapter_4to3"]["kernel"]
+  np.testing.assert_allclose(traced(changed, x, 5), traced(variables, x, 5), atol=1e-6)
+  assert not np.allclose(traced(changed, x, 4), traced(variables, x, 4))
+
+
+def test_dynamic_stem_vocabulary_defaults_to_the_data_channels():
+  config = _bands_config("dynamic")
+  assert config.model.stem_options.channel_names == ""
+  assert stems.stem_channel_names(config) == "R,G,B,NIR,SWIR"
+  model = stems.create_model(config)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 5))))
+  assert variables["params"]["stem"]["embedding"]["embedding"].shape == (5, 8)
+  logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 16, 16, 2)),
+                                                channel_ids="NIR+SWIR"), variables)
+  assert logits.shape == (2, 12)
+  wider = stems.create_model(_bands_config("dynamic", **{
+      "model.stem_options.channel_names": "R,G,B,NIR,SWIR,RE"}))
+  shapes = jax.eval_shape(lambda: wider.init(jax.random.key(0), jnp.zeros((1, 16, 16, 5))))
+  assert shapes["params"]["stem"]["embedding"]["embedding"].shape == (6, 8)
+
+
+@pytest.mark.parametrize("name, geometry", [
+    ("complexcnn", dict(features=64, kernel_size=3, strides=1, padding=1, use_bias=True)),
+    ("resnet18", dict(features=64, kernel_size=7, strides=2, padding=3, use_bias=False))])
+def test_first_conv_geometry_is_what_the_backbone_states(name, geometry):
+  assert stems.first_conv_geometry(_task1_config(name, "dynamic")) == geometry

@@ -1,0 +1,144 @@
+"""Task 1 on C-channel data end to end: a 4-channel .npy dataset and a 4-band TIFF dataset (files
+and dataset.json written here) train and evaluate through minijax.main.run_experiment with the
+dynamic stem on channel subsets; a specialist trained on one band is compared with it by the
+report."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import tifffile
+
+from minijax import channels, main, projects
+from minijax.data import imagelist
+from minijax.projects import reporting
+from minijax.projects.task1 import report
+
+BANDS = ("R", "G", "B", "NIR")
+TIFF_LAYOUTS = ("contig", "separate", "pages")
+
+
+def _write_root(root, kind: str, *, dtype: str, statistics: bool, per_class: int = 8):
+  """Two classes told apart by the NIR band alone (bright or dark square), RGB noise."""
+  rng = np.random.default_rng(0)
+  scale = imagelist.DTYPE_MAX[dtype]
+  (root / "images").mkdir(parents=True)
+  count = 0
+  for split in ("train", "val", "test"):
+    lines = []
+    for label in (0, 1):
+      for i in range(per_class):
+        size = int(rng.integers(18, 26))
+        pixels = rng.uniform(0.2, 0.4, (size, size, 4))
+        pixels[4:-4, 4:-4, 3] = 0.8 if label else 0.05
+        pixels = np.rint(pixels * scale).astype(dtype)
+        relative = f"images/{split}_{label}_{i}.{'npy' if kind == 'npy' else 'tif'}"
+        if kind == "npy":
+          np.save(root / relative, pixels)
+        else:  # The layouts multiband writers use, in turn.
+          layout = TIFF_LAYOUTS[count % len(TIFF_LAYOUTS)]
+          data = pixels if layout == "contig" else np.moveaxis(pixels, 2, 0)
+          tifffile.imwrite(root / relative, data, photometric="minisblack",
+                           planarconfig=None if layout == "pages" else layout)
+        count += 1
+        lines.append(f"{relative} {label}\n")
+    (root / f"{split}.txt").write_text("".join(lines))
+  declaration = {"channels": list(BANDS), "dtype": dtype}
+  if statistics:
+    declaration.update(mean=[0.3, 0.3, 0.3, 0.4], std=[0.06, 0.06, 0.06, 0.3])
+  (root / imagelist.DECLARATION).write_text(json.dumps(declaration))
+  return root
+
+
+def _config(root, stem="dynamic", **overrides):
+  config = projects.base_config("task1", "improvedcnn")
+  config.lock()
+  config.update_from_flattened_dict({
+      "data.name": "imagelist", "data.root": str(root), "data.channels": ",".join(BANDS),
+      "data.num_classes": 2, "data.image_size": 16, "batch_size": 8, "eval.batch_size": 8,
+      "num_epochs": 1, "log_every_steps": 1, "progress_bar": False, "model.stem": stem,
+      "input.subset_training.enabled": stem == "dynamic", **overrides})
+  return config
+
+
+@pytest.fixture(scope="module")
+def npy_root(tmp_path_factory):
+  return _write_root(tmp_path_factory.mktemp("npy4"), "npy", dtype="uint8", statistics=True)
+
+
+@pytest.fixture(scope="module")
+def adaptive(npy_root, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("runs") / "dynamic"
+  results = main.run_experiment(_config(npy_root), workdir)
+  return workdir, results
+
+
+def _check_dynamic_run(workdir, results, mean, std):
+  subsets = channels.all_subsets(BANDS)
+  assert len(subsets) == 15
+  assert [row["channels"] for row in results["channels"]] == list(subsets)
+  assert all(0 <= row["accuracy"] <= 1 for row in results["channels"])
+  assert results["num_examples"] == 16
+  saved = json.loads((workdir / "report" / "results.json").read_text())
+  assert [row["channels"] for row in saved["channels"]] == list(subsets)
+  config = projects.load_workdir_config(workdir)  # What the run recorded, statistics included.
+  assert config.data.channels == "R,G,B,NIR"
+  np.testing.assert_allclose(config.input.mean, mean)
+  np.testing.assert_allclose(config.input.std, std)
+  run = reporting.load_run(workdir)
+  stem = run.variables["params"]["stem"]
+  assert stem["embedding"]["embedding"].shape == (4, 8)  # One embedding per data channel.
+  # The NIR embedding learned (it is drawn in subset training).
+  initial = jax.device_get(run.experiment.init_variables(jax.random.key(config.seed)))
+  assert not np.array_equal(initial["params"]["stem"]["embedding"]["embedding"][3],
+                            stem["embedding"]["embedding"][3])
+
+
+@pytest.mark.slow
+def test_a_four_channel_npy_dataset_trains_and_evaluates_every_subset(adaptive):
+  workdir, results = adaptive
+  _check_dynamic_run(workdir, results, [0.3, 0.3, 0.3, 0.4], [0.06, 0.06, 0.06, 0.3])
+
+
+@pytest.mark.slow
+def test_a_four_band_tiff_dataset_trains_and_evaluates_every_subset(tmp_path):
+  root = _write_root(tmp_path / "tiff4", "tiff", dtype="uint16", statistics=False)
+  assert sorted({tifffile.TiffFile(p).series[0].shape[0] == 4 for p in
+                 (root / "images").glob("*.tif")}) == [False, True]  # Both band layouts.
+  mean, std = (0.3, 0.3, 0.3, 0.45), (0.06, 0.06, 0.06, 0.3)
+  config = _config(root, **{"input.mean": mean, "input.std": std})
+  results = main.run_experiment(config, tmp_path / "dynamic")
+  _check_dynamic_run(tmp_path / "dynamic", results, mean, std)
+
+
+@pytest.mark.slow
+def test_a_specialist_workdir_is_matched_and_compared(adaptive, npy_root, tmp_path):
+  workdir, _ = adaptive
+  config = _config(npy_root, "conv", **{"input.channel_fill": "none",
+                                        "input.train_channels": "NIR",
+                                        "eval.channel_subsets": ("NIR",)})
+  results = main.run_experiment(config, tmp_path / "spec_nir")
+  assert [row["channels"] for row in results["channels"]] == ["NIR"]
+  run = reporting.load_run(tmp_path / "spec_nir")
+  # The specialist's first conv was built for its one band.
+  assert run.variables["params"]["Conv_0"]["kernel"].shape[2] == 1
+  row = report.collect(workdir, None, batch=4, repeats=1, bench_costs=False)
+  specialist = report.collect(tmp_path / "spec_nir", None, batch=4, repeats=1,
+                              bench_costs=False)
+  assert specialist["variant"] == "improvedcnn specialist NIR"
+  assert report.specialist_subset(specialist) == "NIR"
+  comparison = report.compare_with_specialists([row], [specialist])
+  assert comparison["subsets"] == ["NIR"]
+  (variant,) = comparison["variants"]
+  cell = variant["subsets"]["NIR"]
+  assert cell["specialist"] == results["channels"][0]["accuracy"]
+  assert cell["adaptive"] == row["accuracy"]["NIR"]
+  assert cell["gap"] == pytest.approx(100 * (row["accuracy"]["NIR"]
+                                             - results["channels"][0]["accuracy"]))
+  report.write_outputs([row], tmp_path / "out", batch=4, specialists=[specialist])
+  markdown = (tmp_path / "out" / "task1_specialists.md").read_text()
+  assert f"| NIR | {100 * cell['specialist']:.1f} (1) | {100 * cell['adaptive']:.1f} |" in markdown
+  assert (tmp_path / "out" / "task1_specialists.png").stat().st_size > 0
+  # 15 subsets: the per-variant summary and one line per subset.
+  table = (tmp_path / "out" / "task1_table.md").read_text()
+  assert "| R+G+B+NIR | 4 |" in table and "| NIR | 1 |" in table
