@@ -11,8 +11,8 @@ Expected (measured at an earlier trainer state): ~3.5-4 min; test RGB 96.0%, wor
 The recipe that keeps the subsets flat (scripts/task1_rgb_recipes.sh, chosen on the val split):
   ':demo,subsets,full=0.2' --config.num_epochs=25 --config.ema_decay=0.99
   test RGB 98.7%, worst drop 1.4 points (0.6-2.7) over seeds 0-2; ~7.5-12.5 min on a shared CPU.
-Without ',subsets' (RGB
-batches only) the stem alone does not make the model robust: RGB 95.3%, R 36.1%. Plain
+Without ',subsets' (RGB batches only) the stem alone does not make the model robust: RGB 95.3%,
+R 36.1%. Plain
 ':demo,subsets' (6 epochs, 200 test images, ~2 min) is still climbing (D=32: RGB 67%, subsets
 55-66%).
 D=8 is the default: with ',d=32' the worst drop is 5.6 (5.0-6.2) on test and 5.8 vs 4.5 on a
