@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO, tiny_config
-from minijax import main, metrics, models
+from minijax import channels, main, metrics, models
 from minijax.projects import reporting
 from minijax.projects.task1 import config as task1_config, report
 from minijax.projects.task2 import report as task2_report
@@ -177,3 +177,143 @@ def test_variant_labels_from_configs():
   seeded = task1_config.get_config("dynamic", "demo,subsets")
   seeded.seed = 2
   assert report.variant_label(seeded) == "dynamic stem (K=4, D=8) + subset training [seed 2]"
+  seeded.ema_decay = 0.99
+  assert report.variant_label(seeded) == (
+      "dynamic stem (K=4, D=8) + subset training (EMA 0.99) [seed 2]")
+  assert label("multispectral,specialist=NIR+SWIR", "conv") == "specialist NIR+SWIR"
+  assert label("multispectral,subsets,train=R+G+B", "dynamic") == (
+      "dynamic stem (K=4, D=8) on R+G+B + subset training")
+
+
+# --- C channels: many subsets, specialists, the first layer's cost ------------------------------
+
+BANDS = ("R", "G", "B", "NIR", "SWIR")
+BAND_SUBSETS = channels.all_subsets(BANDS)
+
+
+def _band_row(variant, accuracy, **fields):
+  """A hand-built row over the 31 subsets of five bands; `accuracy`: subset -> value, or one
+  value for all."""
+  values = accuracy if isinstance(accuracy, dict) else {s: accuracy for s in BAND_SUBSETS}
+  return {"variant": variant, "workdir": f"/runs/{variant}", "split": "test",
+          "num_examples": 1200, "model": "complexcnn", "stem": "dynamic",
+          "data": "multispectral (R,G,B,NIR,SWIR)", "channels": list(BANDS),
+          "full": "R+G+B+NIR+SWIR", "fill": "seed", "subset_training": True,
+          "train_channels": "R+G+B+NIR+SWIR", "accuracy": values, "params": 905_000,
+          "flops_per_image": {s: 120e6 for s in values},
+          "images_per_second": {s: 400.0 for s in values}, **fields}
+
+
+def _specialist(subset, accuracy, seed=0, **fields):
+  return _band_row(f"specialist {subset}" + (f" [seed {seed}]" if seed else ""),
+                   {subset: accuracy}, stem="conv", fill="none", subset_training=False,
+                   train_channels=subset, **fields)
+
+
+def test_specialists_are_matched_by_subset_and_the_gaps_are_adaptive_minus_specialist():
+  adaptive = {s: 0.80 for s in BAND_SUBSETS}
+  adaptive.update({"NIR+SWIR": 0.90, "NIR": 0.45, "R": 0.30})
+  seed1 = {**adaptive, "NIR+SWIR": 0.86, "NIR": 0.47}
+  rows = [_band_row("dynamic + subset training", adaptive),
+          _band_row("dynamic + subset training [seed 1]", seed1),
+          _band_row("naive on R+G+B", 0.3, subset_training=False)]
+  specialists = [_specialist("NIR+SWIR", 0.93), _specialist("SWIR+NIR", 0.91, seed=1),
+                 _specialist("NIR", 0.50), _specialist("R", 0.25)]
+  comparison = report.compare_with_specialists(rows, specialists)
+  # In the table's subset order; 'SWIR+NIR' counts as NIR+SWIR; the naive row trained on one
+  # subset is not an adaptive model.
+  assert comparison["subsets"] == ["NIR+SWIR", "R", "NIR"]
+  assert comparison["specialist_runs"] == {"NIR+SWIR": 2, "R": 1, "NIR": 1}
+  (variant,) = comparison["variants"]
+  assert variant["variant"] == "dynamic + subset training" and variant["runs"] == 2
+  gaps = {s: v["gap"] for s, v in variant["subsets"].items()}
+  # By hand: adaptive mean over its 2 seeds minus specialist mean over theirs, in points.
+  assert gaps["NIR+SWIR"] == pytest.approx(100 * ((0.90 + 0.86) / 2 - (0.93 + 0.91) / 2))  # -4
+  assert gaps["NIR"] == pytest.approx(100 * (0.46 - 0.50))                                # -4
+  assert gaps["R"] == pytest.approx(100 * (0.30 - 0.25))                                  # +5
+  assert variant["mean_gap"] == pytest.approx((-4 - 4 + 5) / 3)
+  assert variant["worst_gap"] == pytest.approx(-4)
+  assert variant["worst_subset"] in ("NIR+SWIR", "NIR")
+  chosen = report.compare_with_specialists(rows, specialists, adaptive=["naive on R+G+B"])
+  assert chosen["variants"][0]["subsets"]["R"]["gap"] == pytest.approx(100 * (0.3 - 0.25))
+
+
+def test_specialist_table_lists_gaps_and_counts_subsets_within_the_target(tmp_path):
+  rows = [_band_row("dynamic + subset training", {**{s: 0.8 for s in BAND_SUBSETS},
+                                                  "NIR": 0.48, "G": 0.26})]
+  specialists = [_specialist("NIR", 0.50), _specialist("G", 0.30)]
+  report.write_outputs(rows, tmp_path, batch=100, specialists=specialists, gap_target=3.0)
+  markdown = (tmp_path / "task1_specialists.md").read_text()
+  assert "| G | 30.0 (1) | 26.0 | -4.0 |" in markdown
+  assert "| NIR | 50.0 (1) | 48.0 | -2.0 |" in markdown
+  assert "| dynamic + subset training | -3.0 | -4.0 (G) | 1/2 |" in markdown
+  with open(tmp_path / "task1_specialists.csv") as f:
+    table = {r["subset"]: r for r in csv.DictReader(f)}
+  assert table["G"]["gap_points"] == "-4.00" and table["NIR"]["specialist_acc"] == "50.00"
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(subset_training=True), "trained on sampled subsets, not a specialist"),
+    (dict(fill="seed", train_channels="R+G+B+NIR"), "sees only the first three"),
+    (dict(train_channels="SWIR"), "trained on SWIR but not evaluated on it"),
+    (dict(model="resnet18"), "model 'resnet18'"),
+])
+def test_a_workdir_that_is_no_comparable_specialist_is_refused(change, message):
+  rows = [_band_row("dynamic + subset training", 0.8)]
+  bad = _specialist("NIR", 0.5)
+  bad.update(change)
+  if change.get("train_channels") == "R+G+B+NIR":
+    bad["accuracy"] = {"R+G+B+NIR": 0.5}
+  with pytest.raises(ValueError, match=message):
+    report.compare_with_specialists(rows, [bad])
+
+
+def test_many_subsets_get_a_summary_and_one_line_per_subset(tmp_path):
+  accuracy = {s: 0.5 + 0.01 * i for i, s in enumerate(BAND_SUBSETS)}  # Full set 0.5: the worst.
+  accuracy["R+G+B+NIR+SWIR"] = 0.95
+  rows = [_band_row("dynamic", accuracy),
+          _band_row("dynamic [seed 1]", {**accuracy, "G": 0.25})]
+  report.write_outputs(rows, tmp_path, batch=100)
+  markdown = (tmp_path / "task1_table.md").read_text()
+  worst = min(BAND_SUBSETS[1:], key=accuracy.get)  # R+G+B+NIR, 0.51.
+  # Worst drop from the full set, per run: 95 - 51 and 95 - 25; mean 57.
+  assert "| dynamic | 2 | 95.0 |" in markdown and "| 57.0 (44.0-70.0) |" in markdown
+  assert f"| {worst} | 4 | 51.0 |" in markdown
+  assert "| G | 1 | " + f"{100 * (accuracy['G'] + 0.25) / 2:.1f} |" in markdown
+  assert (tmp_path / "task1_table.png").stat().st_size > 0
+  with open(tmp_path / "task1_table.csv") as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 2 and table[1]["acc_G"] == "25.00"
+  assert table[0]["worst_drop_points"] == "44.00"
+
+
+@pytest.mark.slow
+def test_stem_cost_of_the_dynamic_stem_and_the_plain_first_conv(tmp_path):
+  config = task1_config.get_config("dynamic", "multispectral")
+  rows = report.stem_costs(config, sizes=(16, 32))
+  layers = {(r["layer"], r["input_channels"], r["size"]): r for r in rows}
+  assert set(layers) == {(layer, c, s) for layer, c in [("plain first conv", 3),
+                                                         ("plain first conv", 5),
+                                                         ("dynamic stem", 5)] for s in (16, 32)}
+  for c in (3, 5):  # ComplexCNN's conv1: 3x3, 64 features, bias.
+    assert layers["plain first conv", c, 32]["params"] == 9 * c * 64 + 64
+    # About 2 FLOPs per multiply-add of every output pixel (XLA leaves out the padding).
+    assert layers["plain first conv", c, 32]["flops"] == pytest.approx(
+        2 * 32 * 32 * 9 * c * 64, rel=0.05)
+  dynamic = layers["dynamic stem", 5, 32]
+  options = config.model.stem_options
+  expected = (5 * options.embed_dim + options.embed_dim * options.num_kernels * 9 * 64
+              + options.num_kernels * 9 * 64 + 64
+              + (1 + options.embed_dim) * options.attention_hidden + options.attention_hidden
+              + options.attention_hidden * options.num_kernels + options.num_kernels)
+  assert dynamic["params"] == expected
+  # One conv over K x C channels: at least K times the plain conv on C.
+  assert dynamic["flops"] >= options.num_kernels * layers["plain first conv", 5, 32]["flops"]
+  for r in rows:  # FLOPs grow with the pixels (4x from 16 to 32 px); the layer is a share.
+    assert layers[r["layer"], r["input_channels"], 32]["flops"] == pytest.approx(
+        4 * layers[r["layer"], r["input_channels"], 16]["flops"], rel=0.1)
+    assert 0 < r["flops"] < r["model_flops"]
+  report.write_stem_costs(rows, tmp_path)
+  markdown = (tmp_path / "task1_stem_cost.md").read_text()
+  assert f"| complexcnn | dynamic stem (K=4, D=8) | 5 | {expected:,} |" in markdown
+  assert "| complexcnn | plain first conv | 3 | 1,792 |" in markdown
