@@ -126,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.split = "test"  # The split of the final report: "val" or "test".
   config.eval.batch_size = 64  # Global, as batch_size.
   config.eval.channel_subsets = ()  # Empty: every non-empty subset of data.channels.
+  # The subsets whose mean validation loss picks the best checkpoint; empty: the trained channels
+  # (a model trained on random subsets may list several).
+  config.eval.val_subsets = ()
   # > 0: also report each subset's accuracy under the seed's own test protocol, random flip +
   # rotation (minijax.data.seed_protocol), as mean and spread over this many draws.
   config.eval.seed_protocol_draws = 0
@@ -299,7 +302,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
                       f"{2 ** len(names) - 1} subsets: list the ones to evaluate")
   for key, subsets in (("input.train_channels", [inputs.train_channels] if inputs.train_channels
                         else []),
-                       ("eval.channel_subsets", list(config.eval.channel_subsets))):
+                       ("eval.channel_subsets", list(config.eval.channel_subsets)),
+                       ("eval.val_subsets", list(config.eval.val_subsets))):
     for subset in subsets:
       try:
         channels.parse_subset(subset, names)

@@ -81,16 +81,17 @@ def _eval_step(variables, batch, key, *, model, preprocess, inputs_fn, protocol:
 
 
 def make_validator(config, experiment, mesh):
-  """variables -> {'loss', 'accuracy'} on the validation split (read once, here), for the
-  channels the model trains on."""
+  """variables -> {'loss', 'accuracy'} on the validation split (read once, here): for the
+  channels the model trains on, or the mean over config.eval.val_subsets."""
   images, labels = pipeline.load_split(pipeline.get_source(config.data, "val"),
                                        pipeline.load_threads(config.data))
   evaluator = Evaluator(experiment, mesh, config.eval.batch_size)
-  subset = config_lib.train_channels(config)
+  subsets = tuple(config.eval.val_subsets) or (config_lib.train_channels(config),)
 
   def validate(variables) -> dict:
-    result = evaluator.evaluate(variables, images, labels, subset)
-    return {"loss": result["loss"], "accuracy": result["accuracy"]}
+    results = [evaluator.evaluate(variables, images, labels, subset) for subset in subsets]
+    return {"loss": float(np.mean([r["loss"] for r in results])),
+            "accuracy": float(np.mean([r["accuracy"] for r in results]))}
 
   return validate
 

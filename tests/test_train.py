@@ -162,3 +162,17 @@ def test_converted_weights_train_in_place(tmp_path):
   assert meta["step"] == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), variables["params"],
                after["params"])
+
+
+def test_validation_can_average_several_subsets():
+  config = tiny_config(**{"eval.val_subsets": ("RGB", "R")})
+  mesh = sharding.make_mesh()
+  exp = experiment.build(config)
+  variables = jax.jit(exp.init_variables)(jax.random.key(0))
+  both = evaluate.make_validator(config, exp, mesh)(variables)
+  singles = []
+  for subset in ("RGB", "R"):
+    config.eval.val_subsets = (subset,)
+    singles.append(evaluate.make_validator(config, exp, mesh)(variables))
+  np.testing.assert_allclose(both["loss"], np.mean([s["loss"] for s in singles]), rtol=1e-6)
+  assert singles[0]["loss"] != singles[1]["loss"]  # The subsets really differ.
