@@ -17,7 +17,8 @@ minijax.experiment.Experiment), each giving (model inputs, keyword arguments of 
 Subset training (config.input.subset_training.enabled) draws one subset of
 config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
 subset of that size uniformly (ChannelViT's hierarchical sampling), or with full_fraction >= 0 the
-full set with that probability and the smaller sizes uniformly otherwise. The subsets form a static
+full set with that probability and the smaller sizes uniformly otherwise; with per_example, one
+subset per example instead (every batch then mixes subsets). The subsets form a static
 table (masks, and for naive models and adapters the source channel and keep flag of each model
 input); the sampled row selects from it, so one compilation serves every subset. With C channels
 the table has 2^C - 1 rows.
@@ -104,9 +105,11 @@ def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.
                      keeps=np.stack([m[1] for m in mappings]))
 
 
-def sample_index(rng, table: SubsetTable) -> jax.Array:
-  """One row of the table, drawn on device with the table's probabilities."""
-  return jax.random.categorical(rng, jnp.log(jnp.asarray(table.probs, jnp.float32)))
+def sample_index(rng, table: SubsetTable, batch_size: int | None = None) -> jax.Array:
+  """One row of the table (or one per example: shape (batch_size,)), drawn on device with the
+  table's probabilities."""
+  return jax.random.categorical(rng, jnp.log(jnp.asarray(table.probs, jnp.float32)),
+                                shape=None if batch_size is None else (batch_size,))
 
 
 def make_inputs(config):
@@ -138,11 +141,20 @@ def make_inputs(config):
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
 
   def train_inputs(rng, images):
-    index = sample_index(rng, table)
+    if not sampling.per_example:
+      index = sample_index(rng, table)
+      if stem == "dynamic":
+        return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
+      inputs = (jnp.take(images, jnp.asarray(table.sources)[index], axis=-1)
+                * jnp.asarray(table.keeps)[index])
+      return inputs, ({"num_channels": jnp.asarray(table.counts)[index]} if stem == "adapter"
+                      else {})
+    index = sample_index(rng, table, images.shape[0])                      # (B,)
     if stem == "dynamic":
       return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
-    inputs = (jnp.take(images, jnp.asarray(table.sources)[index], axis=-1)
-              * jnp.asarray(table.keeps)[index])
+    per_example = lambda rows: rows[index][:, None, None, :]  # noqa: E731
+    inputs = (jnp.take_along_axis(images, per_example(jnp.asarray(table.sources)), axis=-1)
+              * per_example(jnp.asarray(table.keeps)))
     return inputs, ({"num_channels": jnp.asarray(table.counts)[index]} if stem == "adapter"
                     else {})
 

@@ -9,6 +9,7 @@ Fields added to the core schema (minijax.config):
                                    input.train_channels as they are)
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step
   input.subset_training.full_fraction  >= 0: share of full-set batches; < 0: size-uniform
+  input.subset_training.per_example    a subset per example instead of per batch
 
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
@@ -18,6 +19,7 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 evaluated on S alone), the reference the report compares adaptive models with
   subsets       channel-subset training on
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
+  per_example   with subsets: draw a subset per example (default: one per batch)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
   fill=zero     naive models: zeros in place of missing channels (default 'seed')
   k=N d=N       dynamic stem: number of kernels K (default 4), channel-embedding width D (8)
@@ -40,7 +42,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
       channel_names="", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
       temperature=1.0, adapter_kernel_size=3))
   config.input.channel_fill = "seed"
-  config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0))
+  config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0,
+                                                                per_example=False))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -82,6 +85,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(size, int) or size < 1 or size % 2 == 0:
     raise ConfigError("model.stem_options.adapter_kernel_size", size,
                       "must be a positive odd integer")
+  if config.input.subset_training.per_example and not config.input.subset_training.enabled:
+    raise ConfigError("input.subset_training.per_example", True,
+                      "draws a subset per example in subset training: set "
+                      "input.subset_training.enabled (config arg 'subsets')")
   fraction = config.input.subset_training.full_fraction
   if fraction > 1:
     raise ConfigError("input.subset_training.full_fraction", fraction,
@@ -109,6 +116,7 @@ def _validate_specialist(config) -> None:
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
+                              per_example=False,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0)
   if args.backbone not in BACKBONES:
@@ -135,6 +143,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     config_lib.use_multispectral_demo(config)
   config.input.subset_training.enabled = args.subsets
   config.input.subset_training.full_fraction = args.full
+  config.input.subset_training.per_example = args.per_example
   config.input.channel_fill = args.fill
   config.input.train_channels = args.train
   if args.specialist:

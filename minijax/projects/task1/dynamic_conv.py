@@ -11,8 +11,8 @@ but are generated, one input channel at a time, from a learned embedding of that
   y                      = sum_i conv(x_i, sum_k pi_k W_k[:, :, i, :]) / (present channels)
 
 A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
-absent channels (channel_mask = 0) contribute nothing and do not count. The GAP of Chen et al. has
-one entry per input channel, so with a variable channel set it becomes a per-channel token
+absent channels (channel_mask = 0, one mask for the batch or one per example) contribute
+nothing and do not count. The GAP of Chen et al. has one entry per input channel, so with a variable channel set it becomes a per-channel token
 [GAP(x_i), e_{c_i}] mean-pooled over the present channels (a DeepSets form of the same MLP).
 
 The per-example kernel sum_k pi_k W_k is applied as one ordinary conv of [pi_1 x, ..., pi_K x]
@@ -122,11 +122,14 @@ class DynamicConvStem(nn.Module):
         [pooled[..., None], jnp.broadcast_to(embeddings, pooled.shape + embeddings.shape[-1:])],
         axis=-1)
     hidden = nn.relu(self.attention_in(tokens))                            # (B, C, hidden)
-    hidden = jnp.sum(hidden * mask[None, :, None], axis=1) / jnp.maximum(jnp.sum(mask), 1.0)
+    mask = jnp.broadcast_to(mask, pooled.shape)                            # (C,) or (B, C)
+    hidden = (jnp.sum(hidden * mask[..., None], axis=1)
+              / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0))
     return jax.nn.softmax(self.attention_out(hidden) / self.temperature, axis=-1)
 
   def __call__(self, x, channel_ids=None, channel_mask=None, kernels=None):
-    """channel_ids: one id (or name) per input channel; channel_mask: (C,) 1 = present, 0 = absent.
+    """channel_ids: one id (or name) per input channel; channel_mask: 1 = present, 0 = absent,
+    (C,) for the whole batch or (B, C) per example.
 
     kernels: the result of `kernels(channel_ids)`, to reuse it across calls on one channel set.
     """
@@ -134,11 +137,19 @@ class DynamicConvStem(nn.Module):
     ids = self.resolve_ids(num_channels, channel_ids)
     mask = (jnp.ones((num_channels,), jnp.float32) if channel_mask is None
             else jnp.asarray(channel_mask, jnp.float32))
+    if mask.shape not in ((num_channels,), (x.shape[0], num_channels)):
+      raise ValueError(f"channel_mask has shape {mask.shape}; the input's {num_channels} "
+                       f"channels need ({num_channels},) or ({x.shape[0]}, {num_channels})")
     if kernels is None:
       kernels = self.kernels(ids)
-    # The mean over present channels, folded into the kernel: absent channels get weight 0.
-    scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
-    kernels = kernels * scale[:, None]
+    # The mean over present channels (absent ones get weight 0): folded into the kernel for one
+    # mask, into the input for a mask per example (the conv is linear in both).
+    scale = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+    weighted = x
+    if mask.ndim == 1:
+      kernels = kernels * scale[:, None]
+    else:
+      weighted = x * scale[:, None, None, :].astype(x.dtype)
     conv = lambda inputs, kernel: lax.conv_general_dilated(  # noqa: E731
         inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
         ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
@@ -149,12 +160,13 @@ class DynamicConvStem(nn.Module):
       # much slower on CPU: minijax/projects/task1/README.md). K times the FLOPs of a static stem,
       # which is the cheapest layer.
       batch, height, width, _ = x.shape
-      x = (x[:, :, :, None, :] * weights[:, None, None, :, None].astype(x.dtype)).reshape(
-          batch, height, width, -1)
-      y = conv(x, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
+      stacked = (weighted[:, :, :, None, :]
+                 * weights[:, None, None, :, None].astype(x.dtype)).reshape(
+                     batch, height, width, -1)
+      y = conv(stacked, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
           kernels.shape[1], kernels.shape[2], -1, kernels.shape[-1]))
     else:
-      y = conv(x, kernels[0])
+      y = conv(weighted, kernels[0])
     if self.use_bias:
       y = y + self.bias.astype(self.dtype)
     return y

@@ -83,6 +83,8 @@ def variant_label(config) -> str:
   if config.input.subset_training.enabled:
     fraction = config.input.subset_training.full_fraction
     label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
+    if config.input.subset_training.per_example:
+      label += " per example"
   if config.ema_decay:
     label += f" (EMA {config.ema_decay:g})"
   return label + (f" [seed {config.seed}]" if config.seed else "")

@@ -60,8 +60,9 @@ class ChannelAdapter(nn.Module):
   Input: (B, H, W, max(3, C)): the seed's 3-channel mapping of a subset (1 channel -> [c, c, c],
   2 -> [a, b, 0], 3 or more -> the subset's first three) followed by the subset's other channels
   and zeros (channel_inputs.adapter_mapping); adapter n reads the first n. num_channels, the
-  subset's size: a Python int (one branch is built) or a traced scalar (in subset training: every
-  adapter runs and the right output is selected, so one compilation serves every subset).
+  subset's size: a Python int (one branch is built) or a traced scalar or (B,) array (in subset
+  training: every adapter runs and the right output is selected, so one compilation serves every
+  subset).
   """
   backbone: nn.Module
   kernel_size: int = 3
@@ -92,7 +93,8 @@ class ChannelAdapter(nn.Module):
         for n in sizes:
           adapt(n)
       x = adapt(int(num_channels))
-    else:
+    else:  # A traced size, one for the batch or (B,) one per example.
+      num_channels = jnp.reshape(num_channels, jnp.shape(num_channels) + (1, 1, 1))
       selected = adapt(self.data_channels)
       for n in range(self.data_channels - 1, 0, -1):
         selected = jnp.where(num_channels == n, adapt(n), selected)

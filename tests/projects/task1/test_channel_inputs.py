@@ -156,6 +156,32 @@ def test_each_sampled_batch_is_one_subset_mapped_as_its_stem_needs(stem):
   assert len({len(s) for s in seen}) == 3  # Every size was drawn.
 
 
+
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+def test_per_example_sampling_maps_each_example_as_its_own_subset(stem):
+  config = _bands_config(stem, **{"input.subset_training.enabled": True,
+                                  "input.subset_training.per_example": True})
+  train_inputs, eval_inputs = channel_inputs.make_inputs(config)
+  table = channel_inputs.make_table(tuple(range(5)), 5)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(64, 4, 4, 5)), jnp.float32)
+  rng = jax.random.key(7)
+  rows = np.asarray(channel_inputs.sample_index(rng, table, 64))
+  assert len({table.subsets[r] for r in rows}) > 10  # One batch mixes many subsets.
+  inputs, kwargs = jax.jit(train_inputs)(rng, x)
+  for b, row in enumerate(rows):
+    subset = table.subsets[row]
+    if stem == "dynamic":
+      np.testing.assert_array_equal(kwargs["channel_mask"][b], [c in subset for c in range(5)])
+      continue
+    # The example's inputs are its subset's evaluation inputs (the same mapping, per example).
+    expected, extra = eval_inputs("+".join(BANDS[c] for c in subset))(x[b:b + 1])
+    if stem == "adapter":
+      assert int(kwargs["num_channels"][b]) == len(subset) == extra["num_channels"]
+    np.testing.assert_array_equal(inputs[b:b + 1], expected)
+  if stem == "dynamic":
+    np.testing.assert_array_equal(inputs, x)
+
+
 def test_zero_fill_keeps_present_channels_in_place():
   config = _config("conv", **{"input.channel_fill": "zero",
                               "input.subset_training.enabled": True})

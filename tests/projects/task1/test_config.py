@@ -64,6 +64,8 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
     ("dynamic", "model.stem_options.temperature", 0.0, "must be > 0"),
     ("adapter", "model.stem_options.adapter_kernel_size", 2, "positive odd integer"),
     ("conv", "input.subset_training.full_fraction", 1.5, "must be in \\[0, 1\\]"),
+    ("dynamic", "input.subset_training.per_example", True,
+     "config.input.subset_training.per_example=True.*set input.subset_training.enabled"),
     ("conv", "model.name", "rep4net", "Task 1 supports"),
 ])
 def test_validate_names_the_bad_key(stem, key, value, message):

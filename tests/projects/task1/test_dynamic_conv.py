@@ -142,3 +142,24 @@ def test_extensible_channel_names_nir():
   assert y.shape == (2, 16, 16, 8)
   y = jax.eval_shape(lambda p, x: stem.apply(p, x, channel_ids="G+NIR"), params, _x(2))
   assert y.shape == (2, 16, 16, 8)
+
+
+def test_a_mask_per_example_matches_each_examples_subset_alone():
+  stem = _stem(channel_names="R,G,B,NIR,SWIR")
+  x = _x(num_channels=5, batch=3)
+  params = jax.jit(stem.init)(jax.random.key(0), x)
+  masks = jnp.array([[1, 0, 1, 0, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]], jnp.float32)
+  together = _apply(stem, params, x, np.arange(5), channel_mask=masks)
+  for b, mask in enumerate(np.asarray(masks)):
+    present = np.flatnonzero(mask)
+    alone = _apply(stem, params, x[b:b + 1, ..., present], present)
+    np.testing.assert_allclose(together[b:b + 1], alone, atol=1e-5)
+    np.testing.assert_allclose(
+        together[b:b + 1], _apply(stem, params, x[b:b + 1], np.arange(5), channel_mask=mask),
+        atol=1e-5)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused(stem_and_params):
+  stem, params = stem_and_params
+  with pytest.raises(ValueError, match=r"channel_mask has shape \(2, 2\)"):
+    stem.apply(params, _x(), channel_ids="RGB", channel_mask=jnp.ones((2, 2)))

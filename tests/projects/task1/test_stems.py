@@ -1,6 +1,7 @@
 """Task 1's models: the dynamic stem injected in place of each backbone's first conv, with that
 conv's geometry; the adapters, initialised to the seed's mapping; the stem's kernels from the
 variables alone."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,6 +146,26 @@ def test_adapters_for_five_channels_one_per_subset_size_start_as_the_seeds_rule(
   changed["params"]["adapter_4to3"]["kernel"] = -params["adapter_4to3"]["kernel"]
   np.testing.assert_allclose(traced(changed, x, 5), traced(variables, x, 5), atol=1e-6)
   assert not np.allclose(traced(changed, x, 4), traced(variables, x, 4))
+
+
+
+def test_adapters_take_a_subset_size_per_example():
+  class Backbone(nn.Module):  # Any RGB backbone: a conv is enough to tell the adapters apart.
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Conv(4, (3, 3))(x)
+
+  model = stems.ChannelAdapter(backbone=Backbone(), data_channels=5)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 5)))
+  # Distinct adapters, so that picking the wrong one shows.
+  variables = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape),
+                           variables)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 5))
+  sizes = jnp.array([2, 5, 1, 4])
+  together = jax.jit(lambda v, x, n: model.apply(v, x, num_channels=n))(variables, x, sizes)
+  for b, n in enumerate(np.asarray(sizes)):
+    np.testing.assert_allclose(together[b:b + 1], model.apply(variables, x[b:b + 1],
+                                                              num_channels=int(n)), atol=1e-5)
 
 
 def test_dynamic_stem_vocabulary_defaults_to_the_data_channels():
