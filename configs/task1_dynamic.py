@@ -21,6 +21,8 @@ D=8 is the default: with ',d=32' the worst drop is 5.6 (5.0-6.2) on test and 5.8
 
 Ablations (args): ',attn=0' (no attention: one kernel per channel set), ',k=8' (K kernels),
 ',d=32' (embedding width), ',full=0.5' (share of full-RGB batches; default size-uniform = 1/3),
+',per_example' (a subset drawn per example, not per batch: on the multispectral set at 60 epochs
++4.8 points on NIR+SWIR, 72.2%, over seeds 0-2),
 ',backbone=resnet34' (or resnet18, improvedcnn: the stem takes that backbone's first-conv shape),
 ',tau=T' (attention temperature), ',train=S' (train on the subset S only).
 

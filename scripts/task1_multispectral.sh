@@ -38,9 +38,13 @@ done
 for seed in ${LONG_SEEDS:-0 1 2}; do  # 6x the specialists' budget: does the gap keep closing?
   entries+=("dynamic_subsets_e60_s$seed $DYN,subsets --config.num_epochs=60 --config.seed=$seed")
 done
+for seed in ${LONG_SEEDS:-0 1 2}; do  # The same with a subset drawn per example, not per batch.
+  pe="$DYN,subsets,per_example --config.num_epochs=60 --config.seed=$seed"
+  entries+=("dynamic_subsets_pe_e60_s$seed $pe")
+done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"
-for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR}; do
+for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do
   entries+=("spec60_${subset//+/_}_s0 $NAIVE,specialist=$subset $LONG --config.seed=0")
 done
 # The best RGB-only models: a naive RGB model (the seed's recipe, no EMA; it is also the R+G+B
@@ -55,11 +59,12 @@ declare -A LABELS=(
   [dynamic_subsets_ema]="dynamic + subsets (10 epochs)"
   [dynamic_subsets_e30]="dynamic + subsets (30 epochs)"
   [dynamic_subsets_e60]="dynamic + subsets (60 epochs)"
+  [dynamic_subsets_pe_e60]="dynamic + subsets per example (60 epochs)"
   [dynamic_subsets]="dynamic + subsets (10 epochs; no EMA)"
   [naive_rgb]="naive on R+G+B (10 epochs; no EMA)"
   [dynamic_rgb_subsets]="dynamic + subsets of R+G+B (10 epochs)")  # No commas: --labels is a list.
 ADAPTIVE_LABELS=("${LABELS[dynamic_subsets_ema]}" "${LABELS[dynamic_subsets_e30]}"
-                 "${LABELS[dynamic_subsets_e60]}")
+                 "${LABELS[dynamic_subsets_e60]}" "${LABELS[dynamic_subsets_pe_e60]}")
 names=() labels=() spec_names=()
 for entry in "${entries[@]}"; do
   read -r name _ <<<"$entry"
@@ -81,10 +86,15 @@ specialists="$specialists,$(finished naive_rgb_s0)"
     --bench_subsets=R+G+B+NIR+SWIR,R+G+B,NIR+SWIR,NIR
 # The 60-epoch adaptive runs against specialists trained as long.
 long=$(finished "${names[@]}" | tr , '\n' | grep _e60_ | paste -sd, -)
-long_specialists=$(finished spec60_NIR_SWIR_s0 spec60_NIR_s0)
+long_names=()
+for entry in "${entries[@]}"; do
+  read -r name _ <<<"$entry"
+  [[ $name == spec60_* ]] && long_names+=("$name")
+done
+long_specialists=$(finished "${long_names[@]}")
 if [[ -n $long && -n $long_specialists ]]; then
   "$PY" -m minijax.projects.task1.report --workdirs="$long" --specialists="$long_specialists" \
-      --labels="$(for w in ${long//,/ }; do s=${w##*_s}; l=${LABELS[dynamic_subsets_e60]}
+      --labels="$(for w in ${long//,/ }; do n=${w##*/}; s=${n##*_s}; l=${LABELS[${n%_s*}]}
                  (( s > 0 )) && l="$l [seed $s]"; echo "$l"; done | paste -sd, -)" \
       --out="$RUNS/report_long" --nobench --stem_cost_sizes=
 fi
