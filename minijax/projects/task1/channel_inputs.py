@@ -141,20 +141,16 @@ def make_inputs(config):
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
 
   def train_inputs(rng, images):
-    if not sampling.per_example:
-      index = sample_index(rng, table)
-      if stem == "dynamic":
-        return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
-      inputs = (jnp.take(images, jnp.asarray(table.sources)[index], axis=-1)
-                * jnp.asarray(table.keeps)[index])
-      return inputs, ({"num_channels": jnp.asarray(table.counts)[index]} if stem == "adapter"
-                      else {})
-    index = sample_index(rng, table, images.shape[0])                      # (B,)
+    per_example = images.shape[0] if sampling.per_example else None
+    index = sample_index(rng, table, per_example)                          # () or (B,)
     if stem == "dynamic":
       return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
-    per_example = lambda rows: rows[index][:, None, None, :]  # noqa: E731
-    inputs = (jnp.take_along_axis(images, per_example(jnp.asarray(table.sources)), axis=-1)
-              * per_example(jnp.asarray(table.keeps)))
+    sources, keeps = jnp.asarray(table.sources)[index], jnp.asarray(table.keeps)[index]
+    if per_example:
+      inputs = (jnp.take_along_axis(images, sources[:, None, None, :], axis=-1)
+                * keeps[:, None, None, :])
+    else:
+      inputs = jnp.take(images, sources, axis=-1) * keeps
     return inputs, ({"num_channels": jnp.asarray(table.counts)[index]} if stem == "adapter"
                     else {})
 
