@@ -7,7 +7,7 @@
 #
 #   RUNS=/work/task1_runs/multispectral JOBS=2 scripts/task1_multispectral.sh
 #   ONLY_TABLE=1 RUNS=... scripts/task1_multispectral.sh     # the tables of finished workdirs
-#   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 ...              # one seed of each (default 0 1 2)
+#   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 LONGER_SEEDS=0 ... # one seed of each (default 0 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-/work/task1_runs/multispectral}
@@ -42,6 +42,10 @@ for seed in ${LONG_SEEDS:-0 1 2}; do  # The same with a subset drawn per example
   pe="$DYN,subsets,per_example --config.num_epochs=60 --config.seed=$seed"
   entries+=("dynamic_subsets_pe_e60_s$seed $pe")
 done
+for seed in ${LONGER_SEEDS:-0 1 2}; do  # And twice as long: is the gap still closing?
+  pe="$DYN,subsets,per_example --config.num_epochs=120 --config.seed=$seed"
+  entries+=("dynamic_subsets_pe_e120_s$seed $pe")
+done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"
 for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do
@@ -60,11 +64,13 @@ declare -A LABELS=(
   [dynamic_subsets_e30]="dynamic + subsets (30 epochs)"
   [dynamic_subsets_e60]="dynamic + subsets (60 epochs)"
   [dynamic_subsets_pe_e60]="dynamic + subsets per example (60 epochs)"
+  [dynamic_subsets_pe_e120]="dynamic + subsets per example (120 epochs)"
   [dynamic_subsets]="dynamic + subsets (10 epochs; no EMA)"
   [naive_rgb]="naive on R+G+B (10 epochs; no EMA)"
   [dynamic_rgb_subsets]="dynamic + subsets of R+G+B (10 epochs)")  # No commas: --labels is a list.
 ADAPTIVE_LABELS=("${LABELS[dynamic_subsets_ema]}" "${LABELS[dynamic_subsets_e30]}"
-                 "${LABELS[dynamic_subsets_e60]}" "${LABELS[dynamic_subsets_pe_e60]}")
+                 "${LABELS[dynamic_subsets_e60]}" "${LABELS[dynamic_subsets_pe_e60]}"
+                 "${LABELS[dynamic_subsets_pe_e120]}")
 names=() labels=() spec_names=()
 for entry in "${entries[@]}"; do
   read -r name _ <<<"$entry"
@@ -84,8 +90,8 @@ specialists="$specialists,$(finished naive_rgb_s0)"
     --labels="$(IFS=,; echo "${labels[*]}")" --out="$RUNS/report" --bench_repeats=2 \
     --adaptive="$(IFS=,; echo "${ADAPTIVE_LABELS[*]}")" \
     --bench_subsets=R+G+B+NIR+SWIR,R+G+B,NIR+SWIR,NIR
-# The 60-epoch adaptive runs against specialists trained as long.
-long=$(finished "${names[@]}" | tr , '\n' | grep _e60_ | paste -sd, -)
+# The 60- and 120-epoch adaptive runs against specialists trained 60 epochs.
+long=$(finished "${names[@]}" | tr , '\n' | grep -E '_e(60|120)_' | paste -sd, -)
 long_names=()
 for entry in "${entries[@]}"; do
   read -r name _ <<<"$entry"
