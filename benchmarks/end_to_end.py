@@ -40,6 +40,8 @@ from minijax import config as config_lib, metrics, projects, sharding, train
 from minijax.data import pipeline
 from minijax.tools import prepare
 
+import step_timing  # benchmarks/step_timing.py, beside this script
+
 _MODELS = flags.DEFINE_list("models", ["resnet34"], "Models (minijax.models.MODELS names).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Global batch sizes.")
@@ -122,26 +124,12 @@ def model_only(config, source) -> dict:
   state = train.create_train_state(experiment, experiment.optimizer(trainer_steps()), mesh,
                                    jax.random.key(0))
   host = pipeline.read_examples(Repeated(source, batch_size), list(range(batch_size)))
-  batch = jax.device_put({"image": host["image"], "label": host["label"].astype(np.int32)},
-                         sharding.batch_sharded(mesh))
-  replicated = sharding.replicated(mesh)
-  step = jax.jit(train.step_function(experiment), donate_argnums=0,
-                 out_shardings=(replicated, replicated))
-  rng = jax.random.key(1)
-  start = time.perf_counter()
-  state, out = step(state, batch, rng, None)
-  jax.block_until_ready(out)
-  first = time.perf_counter() - start
-  for _ in range(_WARMUP.value):
-    state, out = step(state, batch, rng, None)
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, out = step(state, batch, rng, None)
-  jax.block_until_ready((state.params, out))
-  seconds = (time.perf_counter() - start) / _STEPS.value
+  timed = step_timing.time_model_step(
+      experiment, state, {"image": host["image"], "label": host["label"].astype(np.int32)}, mesh,
+      warmup=_WARMUP.value, steps=_STEPS.value)
+  seconds = timed["seconds_per_step"]
   return {"images_per_second": batch_size / seconds, "ms_per_step": 1000 * seconds,
-          "first_step_seconds": first}
+          "first_step_seconds": timed["first_call_seconds"]}
 
 
 def trainer(config, source, on_device: bool, steps_per_call: int = 1) -> dict:

@@ -19,7 +19,6 @@ import json
 import pathlib
 import statistics
 import tempfile
-import time
 
 from absl import app, flags, logging
 import flax.linen as nn
@@ -28,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from minijax import config as config_lib, experiment, metrics, models, sharding, train
+
+import step_timing  # benchmarks/step_timing.py, beside this script
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
 _STEPS = flags.DEFINE_integer("steps", 200, "Training steps per measurement (one epoch).")
@@ -97,20 +98,9 @@ def model_only(batch_size: int, steps: int) -> float:
   mesh = sharding.make_mesh()
   state = train.create_train_state(exp, exp.optimizer(steps), mesh, jax.random.key(0))
   source = InMemorySource(batch_size, config.data.image_size, config.data.num_classes)
-  batch = jax.device_put({"image": source.images, "label": source.labels},
-                         sharding.batch_sharded(mesh))
-  replicated = sharding.replicated(mesh)
-  step = jax.jit(train.step_function(exp), donate_argnums=0, out_shardings=(replicated,
-                                                                           replicated))
-  rng = jax.random.key(1)
-  for _ in range(5):
-    state, out = step(state, batch, rng, None)
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, out = step(state, batch, rng, None)
-  jax.block_until_ready((state.params, out))
-  return (time.perf_counter() - start) / steps
+  # Five untimed calls; the first compiles.
+  return step_timing.time_model_step(exp, state, {"image": source.images, "label": source.labels},
+                                     mesh, warmup=4, steps=steps)["seconds_per_step"]
 
 
 def trainer_loop(batch_size: int, steps: int, on_device: bool, steps_per_call: int) -> float:

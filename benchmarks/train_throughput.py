@@ -11,13 +11,14 @@ jits it, on one uint8 batch held on the device (50 classes, as ImageNet-mini). T
 On a 2-core CPU use small sizes, e.g. --image_size=32 --batch_size=16 --steps=5.
 """
 import json
-import time
 
 from absl import app, flags, logging
 import jax
 import numpy as np
 
 from minijax import config as config_lib, projects, sharding, train
+
+import step_timing  # benchmarks/step_timing.py, beside this script
 
 _MODELS = flags.DEFINE_list("models", ["improvedcnn", "complexcnn", "resnet34"], "Models.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
@@ -48,27 +49,12 @@ def measure(model_name: str, dtype: str, image_size: int, batch_size: int, steps
   state = train.create_train_state(experiment, experiment.optimizer(steps + warmup + 1), mesh,
                                    jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = jax.device_put(
-      {"image": rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
-       "label": rng.integers(0, config.data.num_classes, (batch_size,)).astype(np.int32)},
-      sharding.batch_sharded(mesh))
-  replicated = sharding.replicated(mesh)
-  # Jitted as train.train jits its one-step function.
-  step = jax.jit(train.step_function(experiment), donate_argnums=0,
-                 out_shardings=(replicated, replicated))
-  key = jax.random.key(1)
-  start = time.perf_counter()
-  state, metrics = step(state, batch, key, None)
-  jax.block_until_ready(metrics)
-  compile_seconds = time.perf_counter() - start
-  for _ in range(warmup):
-    state, metrics = step(state, batch, key, None)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch, key, None)
-  jax.block_until_ready((state.params, metrics))
-  seconds = time.perf_counter() - start
+  host_batch = {
+      "image": rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
+      "label": rng.integers(0, config.data.num_classes, (batch_size,)).astype(np.int32)}
+  timed = step_timing.time_model_step(experiment, state, host_batch, mesh, warmup=warmup,
+                                      steps=steps)
+  seconds, compile_seconds = steps * timed["seconds_per_step"], timed["first_call_seconds"]
   return {"model": model_name, "dtype": dtype, "image_size": image_size,
           "batch_size": batch_size, "images_per_second": steps * batch_size / seconds,
           "ms_per_step": 1000 * seconds / steps, "compile_seconds": compile_seconds,
