@@ -46,6 +46,10 @@ for seed in ${LONGER_SEEDS:-0 1 2}; do  # And twice as long: is the gap still cl
   pe="$DYN,subsets,per_example --config.num_epochs=120 --config.seed=$seed"
   entries+=("dynamic_subsets_pe_e120_s$seed $pe")
 done
+for seed in ${LATE_SEEDS:-0 1 2}; do  # Per example with late fusion (each channel's own ReLU).
+  late="$DYN,subsets,per_example,fusion=late --config.seed=$seed"
+  entries+=("dynamic_late_pe_e60_s$seed $late --config.num_epochs=60")
+done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"
 for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do

@@ -16,8 +16,9 @@ minijax.experiment.Experiment), each giving (model inputs, keyword arguments of 
 
 Subset training (config.input.subset_training.enabled) draws one subset of
 config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
-subset of that size uniformly (ChannelViT's hierarchical sampling), or with full_fraction >= 0 the
-full set with that probability and the smaller sizes uniformly otherwise; with per_example, one
+subset of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
+equally likely instead), or with full_fraction >= 0 the full set with that probability and the
+rest as before otherwise; with per_example, one
 subset per example instead (every batch then mixes subsets). The subsets form a static
 table (masks, and for naive models and adapters the source channel and keep flag of each model
 input); the sampled row selects from it, so one compilation serves every subset. With C channels
@@ -34,18 +35,25 @@ from minijax import channels, config as config_lib
 from minijax.projects.task1 import stems
 
 FILLS = ("seed", "zero", "none")
+# 'size': a size uniform in 1..C, then a subset of that size (ChannelViT's hierarchical sampling);
+# 'uniform': every subset equally likely (more of the mid-sized subsets, fewer singles).
+SAMPLINGS = ("size", "uniform")
 
 
-def subset_probabilities(subsets, full_fraction: float = -1.0) -> np.ndarray:
-  """Size uniform in 1..C then uniform within the size; full_fraction >= 0 fixes P(full set)."""
+def subset_probabilities(subsets, full_fraction: float = -1.0,
+                         sampling: str = "size") -> np.ndarray:
+  """P(each subset) under `sampling`; full_fraction >= 0 fixes P(full set), the others keep
+  their relative odds."""
+  if sampling not in SAMPLINGS:
+    raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
   sizes = np.array([len(s) for s in subsets])
-  full = sizes.max()
-  if full_fraction < 0 or full == 1:
-    size_probs = {size: 1.0 / full for size in range(1, full + 1)}
+  if sampling == "uniform":
+    probs = np.ones(len(subsets))
   else:
-    size_probs = {size: (1.0 - full_fraction) / (full - 1) for size in range(1, full)}
-    size_probs[full] = full_fraction
-  probs = np.array([size_probs[s] / np.sum(sizes == s) for s in sizes])
+    probs = np.array([1.0 / np.sum(sizes == s) for s in sizes])
+  full = sizes == sizes.max()
+  if full_fraction >= 0 and not full.all():
+    probs = np.where(full, full_fraction, (1.0 - full_fraction) * probs / probs[~full].sum())
   return probs / probs.sum()
 
 
@@ -90,7 +98,7 @@ class SubsetTable:
 
 
 def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.0,
-               fill: str = "seed", stem: str = "conv") -> SubsetTable:
+               fill: str = "seed", stem: str = "conv", sampling: str = "size") -> SubsetTable:
   """Every non-empty subset of `train_indices`, largest first; sources and keeps map each to the
   input of `stem` (naive: with `fill`)."""
   subsets = tuple(combo for size in range(len(train_indices), 0, -1)
@@ -99,7 +107,7 @@ def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.
   for row, subset in enumerate(subsets):
     masks[row, list(subset)] = 1.0
   mappings = [_mapping(s, stem, fill, num_data_channels) for s in subsets]
-  return SubsetTable(subsets=subsets, probs=subset_probabilities(subsets, full_fraction),
+  return SubsetTable(subsets=subsets, probs=subset_probabilities(subsets, full_fraction, sampling),
                      masks=masks, counts=np.array([len(s) for s in subsets], np.int32),
                      sources=np.stack([m[0] for m in mappings]),
                      keeps=np.stack([m[1] for m in mappings]))
@@ -137,7 +145,8 @@ def make_inputs(config):
     fixed = static_inputs(train_indices)
     return (lambda rng, images: fixed(images)), eval_inputs
 
-  table = make_table(train_indices, len(names), sampling.full_fraction, fill, stem)
+  table = make_table(train_indices, len(names), sampling.full_fraction, fill, stem,
+                     sampling.sampling)
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
 
   def train_inputs(rng, images):

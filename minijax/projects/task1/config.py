@@ -10,6 +10,8 @@ Fields added to the core schema (minijax.config):
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step
   input.subset_training.full_fraction  >= 0: share of full-set batches; < 0: size-uniform
   input.subset_training.per_example    a subset per example instead of per batch
+  input.subset_training.sampling       'size' (a size uniform in 1..C, then a subset of it) or
+                                       'uniform' (every subset equally likely)
 
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
@@ -20,11 +22,14 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   subsets       channel-subset training on
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
   per_example   with subsets: draw a subset per example (default: one per batch)
+  sampling=uniform  with subsets: every subset equally likely (default 'size': size uniform first)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
   fill=zero     naive models: zeros in place of missing channels (default 'seed')
   k=N d=N       dynamic stem: number of kernels K (default 4), channel-embedding width D (8)
   attn=0        dynamic stem without the input-dependent attention (one kernel per channel set)
   tau=T         dynamic stem: attention softmax temperature
+  fusion=late   dynamic stem: each channel's conv through its own ReLU, then the mean over the
+                present channels (default 'early': the mean of the convs, then the backbone's ReLU)
 Every field stays overridable with --config.KEY=VALUE.
 """
 import ml_collections
@@ -32,6 +37,7 @@ import ml_collections
 from minijax import channels, config as config_lib
 from minijax.config import ConfigError
 from minijax.projects.task1 import channel_inputs, stems
+from minijax.projects.task1.dynamic_conv import FUSIONS
 
 BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 
@@ -40,10 +46,11 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.model.stem = "conv"
   config.model.stem_options = ml_collections.ConfigDict(dict(
       channel_names="", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
-      temperature=1.0, adapter_kernel_size=3))
+      temperature=1.0, fusion="early", adapter_kernel_size=3))
   config.input.channel_fill = "seed"
   config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0,
-                                                                per_example=False))
+                                                                per_example=False,
+                                                                sampling="size"))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -81,6 +88,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"model.stem_options.{key}", options[key], "must be a positive integer")
   if not options.temperature > 0:
     raise ConfigError("model.stem_options.temperature", options.temperature, "must be > 0")
+  if options.fusion not in FUSIONS:
+    raise ConfigError("model.stem_options.fusion", options.fusion, f"choose from {FUSIONS}")
   size = options.adapter_kernel_size
   if not isinstance(size, int) or size < 1 or size % 2 == 0:
     raise ConfigError("model.stem_options.adapter_kernel_size", size,
@@ -89,6 +98,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("input.subset_training.per_example", True,
                       "draws a subset per example in subset training: set "
                       "input.subset_training.enabled (config arg 'subsets')")
+  if config.input.subset_training.sampling not in channel_inputs.SAMPLINGS:
+    raise ConfigError("input.subset_training.sampling", config.input.subset_training.sampling,
+                      f"choose from {channel_inputs.SAMPLINGS}")
   fraction = config.input.subset_training.full_fraction
   if fraction > 1:
     raise ConfigError("input.subset_training.full_fraction", fraction,
@@ -116,9 +128,9 @@ def _validate_specialist(config) -> None:
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
-                              per_example=False,
+                              per_example=False, sampling="size",
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
-                              d=8, attn=True, tau=1.0)
+                              d=8, attn=True, tau=1.0, fusion="early")
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -129,8 +141,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
-  if stem != "dynamic" and {"k", "d", "attn", "tau"} & given:
-    raise ValueError("config args k=, d=, attn=, tau= apply to the dynamic config "
+  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion"} & given:
+    raise ValueError("config args k=, d=, attn=, tau=, fusion= apply to the dynamic config "
                      "(configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
@@ -144,6 +156,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   config.input.subset_training.enabled = args.subsets
   config.input.subset_training.full_fraction = args.full
   config.input.subset_training.per_example = args.per_example
+  config.input.subset_training.sampling = args.sampling
   config.input.channel_fill = args.fill
   config.input.train_channels = args.train
   if args.specialist:
@@ -153,4 +166,5 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options = config.model.stem_options
   options.num_kernels, options.embed_dim = args.k, args.d
   options.attention, options.temperature = args.attn, args.tau
+  options.fusion = args.fusion
   return config

@@ -34,6 +34,7 @@ from jax import lax
 from minijax.channels import channel_ids, parse_names
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+FUSIONS = ("early", "late")
 
 
 class DynamicConvStem(nn.Module):
@@ -53,9 +54,15 @@ class DynamicConvStem(nn.Module):
   attention: bool = True           # False: one kernel per channel set, no input dependence.
   attention_hidden: int = 32
   temperature: float = 1.0
+  # "early": the mean over present channels of their convs (linear), then the backbone's ReLU.
+  # "late": each channel's conv through its own ReLU, then the mean (per-channel feature maps, as
+  # ChannelViT's per-channel tokens): a channel's features do not depend on which others are present.
+  fusion: str = "early"
   dtype: Any = jnp.float32
 
   def setup(self):
+    if self.fusion not in FUSIONS:
+      raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
     names = parse_names(self.channel_names)
     k, size, width = self._num_generated(), self.kernel_size, self.features
     self.embedding = nn.Embed(len(names), self.embed_dim,
@@ -142,19 +149,20 @@ class DynamicConvStem(nn.Module):
                        f"channels need ({num_channels},) or ({x.shape[0]}, {num_channels})")
     if kernels is None:
       kernels = self.kernels(ids)
-    # The mean over present channels (absent ones get weight 0): folded into the kernel for one
-    # mask, into the input for a mask per example (the conv is linear in both).
+    # The mean over present channels (absent ones get weight 0).
     scale = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+    weights = (self.attention_weights(x, ids, mask)                       # (B, K)
+               if self.attention and self._num_generated() > 1 else None)
+    if self.fusion == "late":
+      return self._late_fusion(x, kernels, weights, scale)
+    # Early: the mean is folded into the kernel for one mask, into the input for a mask per
+    # example (the conv is linear in both).
     weighted = x
     if mask.ndim == 1:
       kernels = kernels * scale[:, None]
     else:
       weighted = x * scale[:, None, None, :].astype(x.dtype)
-    conv = lambda inputs, kernel: lax.conv_general_dilated(  # noqa: E731
-        inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
-        ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
-    if self.attention and self._num_generated() > 1:
-      weights = self.attention_weights(x, ids, mask)                       # (B, K)
+    if weights is not None:
       # conv(x, sum_k pi_k W_k) = conv([pi_1 x, ..., pi_K x], [W_1; ...; W_K]): one ordinary conv
       # over K*C channels instead of a per-example kernel (a grouped conv, whose backward pass is
       # much slower on CPU: minijax/projects/task1/README.md). K times the FLOPs of a static stem,
@@ -163,10 +171,36 @@ class DynamicConvStem(nn.Module):
       stacked = (weighted[:, :, :, None, :]
                  * weights[:, None, None, :, None].astype(x.dtype)).reshape(
                      batch, height, width, -1)
-      y = conv(stacked, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
+      y = self._conv(stacked, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
           kernels.shape[1], kernels.shape[2], -1, kernels.shape[-1]))
     else:
-      y = conv(weighted, kernels[0])
+      y = self._conv(weighted, kernels[0])
     if self.use_bias:
       y = y + self.bias.astype(self.dtype)
     return y
+
+  def _conv(self, inputs, kernel):
+    return lax.conv_general_dilated(
+        inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
+        ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
+
+  def _late_fusion(self, x, kernels, weights, scale):
+    """sum_i scale_i relu(conv(x_i, sum_k pi_k W_k[i]) + bias), one conv per input channel.
+
+    A conv per channel (C small ones, unrolled) rather than one conv grouped by channel: the
+    grouped conv's backward pass was ~5x slower on CPU (minijax/projects/task1/README.md).
+    """
+    outputs = []
+    for i in range(x.shape[-1]):
+      channel = x[..., i:i + 1]
+      if weights is None:
+        y = self._conv(channel, kernels[0, :, :, i:i + 1, :])
+      else:  # conv(x_i, sum_k pi_k W_k[i]) = conv([pi_1 x_i, ..., pi_K x_i], [W_1[i]; ...]).
+        stacked = channel * weights[:, None, None, :].astype(x.dtype)
+        y = self._conv(stacked, jnp.transpose(kernels[:, :, :, i, :], (1, 2, 0, 3)))
+      if self.use_bias:
+        y = y + self.bias.astype(self.dtype)
+      outputs.append(nn.relu(y))
+    stacked_outputs = jnp.stack(outputs, axis=-2)                           # (B, H', W', C, F)
+    scale = scale if scale.ndim == 1 else scale[:, None, None, :]
+    return jnp.sum(stacked_outputs * scale[..., None].astype(self.dtype), axis=-2)

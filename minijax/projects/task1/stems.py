@@ -132,7 +132,8 @@ def dynamic_stem_factory(config):
       DynamicConvStem, channel_names=stem_channel_names(config),
       input_channels=config.data.channels, num_kernels=options.num_kernels,
       embed_dim=options.embed_dim, attention=options.attention,
-      attention_hidden=options.attention_hidden, temperature=options.temperature)
+      attention_hidden=options.attention_hidden, temperature=options.temperature,
+      fusion=options.fusion)
 
 
 GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")

@@ -242,6 +242,37 @@ def test_sampler_draws_subsets_of_five_channels_with_the_designed_frequencies(fu
   np.testing.assert_allclose(presence, sum(p * n / 5 for n, p in size_probs.items()), atol=0.012)
 
 
+@pytest.mark.parametrize("full_fraction", [-1.0, 0.4])
+def test_uniform_sampling_draws_every_subset_equally_often(full_fraction):
+  table = channel_inputs.make_table(tuple(range(5)), 5, full_fraction, sampling="uniform")
+  # By hand: 1/31 each, or P(full) fixed and the 30 others sharing the rest equally.
+  expected = (np.full(31, 1 / 31) if full_fraction < 0 else
+              np.array([full_fraction] + [(1 - full_fraction) / 30] * 30))
+  np.testing.assert_allclose(table.probs, expected, rtol=1e-6)
+  draws = np.asarray(jax.vmap(lambda key: channel_inputs.sample_index(key, table, 8))(
+      jax.random.split(jax.random.key(2), 5000))).ravel()              # Per example, 8 a batch.
+  np.testing.assert_allclose(np.bincount(draws, minlength=31) / len(draws), expected, atol=0.006)
+  # Against the default: NIR+SWIR alone 1/31 instead of 1/50, one band alone 1/31 instead of 1/25.
+  size_first = channel_inputs.make_table(tuple(range(5)), 5).probs
+  pair = table.subsets.index((3, 4))
+  assert size_first[pair] == pytest.approx(0.02) and table.probs[pair] > size_first[pair]
+  with pytest.raises(ValueError, match="sampling must be one of"):
+    channel_inputs.make_table((0, 1), 2, sampling="sizes")
+
+
+def test_the_sampling_option_reaches_the_training_inputs():
+  config = _bands_config("dynamic", **{"input.subset_training.enabled": True,
+                                       "input.subset_training.per_example": True,
+                                       "input.subset_training.sampling": "uniform"})
+  train_inputs, _ = channel_inputs.make_inputs(config)
+  images = jnp.zeros((4000, 1, 1, 5))
+  _, kwargs = jax.jit(train_inputs)(jax.random.key(3), images)
+  counts = np.asarray(kwargs["channel_mask"]).sum(axis=1).astype(int)
+  # Uniform over subsets: sizes 1..5 in proportion 5 : 10 : 10 : 5 : 1 (size-first: all equal).
+  np.testing.assert_allclose(np.bincount(counts, minlength=6)[1:] / 4000,
+                             np.array([5, 10, 10, 5, 1]) / 31, atol=0.025)
+
+
 def test_sampling_over_training_channels_of_a_five_channel_dataset():
   table = channel_inputs.make_table((0, 3, 4), 5)  # Train on R, NIR, SWIR only.
   assert table.subsets == ((0, 3, 4), (0, 3), (0, 4), (3, 4), (0,), (3,), (4,))

@@ -8,20 +8,23 @@ from minijax.projects.task1 import config as task1_config
 
 def test_config_args_set_the_fields():
   config = task1_config.get_config("dynamic", "demo,subsets,full=0.5,k=8,d=16,attn=0,tau=2,"
-                                              "backbone=resnet34")
+                                              "backbone=resnet34,fusion=late,sampling=uniform")
   assert (config.project, config.model.name, config.model.stem) == ("task1", "resnet34",
                                                                      "dynamic")
   assert config.data.name == "synthetic" and config.data.image_size == 32
   assert config.input.subset_training.enabled and config.input.subset_training.full_fraction == 0.5
+  assert config.input.subset_training.sampling == "uniform"
   options = config.model.stem_options
-  assert (options.num_kernels, options.embed_dim, options.attention, options.temperature) == (
-      8, 16, False, 2.0)
+  assert (options.num_kernels, options.embed_dim, options.attention, options.temperature,
+          options.fusion) == (8, 16, False, 2.0, "late")
   projects.validate(config)
   naive = task1_config.get_config("conv", "fill=zero")
   assert naive.input.channel_fill == "zero" and naive.data.name == "imagelist"
   assert not naive.input.subset_training.enabled
   defaults = task1_config.get_config("dynamic", None).model.stem_options
-  assert (defaults.num_kernels, defaults.embed_dim, defaults.attention) == (4, 8, True)
+  assert (defaults.num_kernels, defaults.embed_dim, defaults.attention, defaults.fusion) == (
+      4, 8, True, "early")
+  assert task1_config.get_config("dynamic", None).input.subset_training.sampling == "size"
 
 
 def test_multispectral_and_specialist_args():
@@ -48,6 +51,7 @@ def test_multispectral_and_specialist_args():
     ("dynamic", "backbone=vgg", "backbone='vgg'"),
     ("adapter", "fill=zero", "fill= applies to the naive config"),
     ("conv", "k=8", "apply to the dynamic config"),
+    ("adapter", "fusion=late", "apply to the dynamic config"),
 ])
 def test_bad_config_args_name_the_arg(stem, arg, message):
   with pytest.raises(ValueError, match=message):
@@ -62,11 +66,15 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
     ("conv", "input.channel_fill", "ones", "config.input.channel_fill='ones'"),
     ("dynamic", "model.stem_options.num_kernels", 0, "must be a positive integer"),
     ("dynamic", "model.stem_options.temperature", 0.0, "must be > 0"),
+    ("dynamic", "model.stem_options.fusion", "middle",
+     "config.model.stem_options.fusion='middle'.*choose from"),
     ("adapter", "model.stem_options.adapter_kernel_size", 2, "positive odd integer"),
     ("conv", "input.subset_training.full_fraction", 1.5, "must be in \\[0, 1\\]"),
     ("dynamic", "input.subset_training.per_example", True,
      "config.input.subset_training.per_example=True.*set input.subset_training.enabled"),
     ("conv", "model.name", "rep4net", "Task 1 supports"),
+    ("dynamic", "input.subset_training.sampling", "sizes",
+     "config.input.subset_training.sampling='sizes'.*choose from"),
 ])
 def test_validate_names_the_bad_key(stem, key, value, message):
   config = task1_config.get_config(stem, "demo")

@@ -1,9 +1,10 @@
 """The channel-adaptive dynamic conv stem on its own: shapes, permutation invariance, masks, cached
-kernels, gradients, errors, and a vocabulary beyond RGB."""
+kernels, gradients, errors, a vocabulary beyond RGB, and early / late fusion of the channels."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from minijax import channels
 from minijax.projects.task1.dynamic_conv import DynamicConvStem
@@ -20,9 +21,9 @@ def _x(num_channels=3, size=16, batch=2, seed=1):
   return jax.random.normal(jax.random.key(seed), (batch, size, size, num_channels))
 
 
-@pytest.fixture(scope="module")
-def stem_and_params():
-  stem = _stem()
+@pytest.fixture(scope="module", params=["early", "late"])
+def stem_and_params(request):
+  stem = _stem(fusion=request.param)
   return stem, jax.jit(stem.init)(jax.random.key(0), _x())
 
 
@@ -144,8 +145,9 @@ def test_extensible_channel_names_nir():
   assert y.shape == (2, 16, 16, 8)
 
 
-def test_a_mask_per_example_matches_each_examples_subset_alone():
-  stem = _stem(channel_names="R,G,B,NIR,SWIR")
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_a_mask_per_example_matches_each_examples_subset_alone(fusion):
+  stem = _stem(channel_names="R,G,B,NIR,SWIR", fusion=fusion)
   x = _x(num_channels=5, batch=3)
   params = jax.jit(stem.init)(jax.random.key(0), x)
   masks = jnp.array([[1, 0, 1, 0, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]], jnp.float32)
@@ -163,3 +165,49 @@ def test_a_mask_of_the_wrong_shape_is_refused(stem_and_params):
   stem, params = stem_and_params
   with pytest.raises(ValueError, match=r"channel_mask has shape \(2, 2\)"):
     stem.apply(params, _x(), channel_ids="RGB", channel_mask=jnp.ones((2, 2)))
+
+
+def _perturbed(params, seed=3):
+  """Parameters moved off their init (the bias starts at 0), so every term of the formula counts."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [leaf + 0.1 * jax.random.normal(k, leaf.shape)
+                                   for leaf, k in zip(leaves, keys)])
+
+
+def test_late_fusion_is_the_mean_of_each_channels_rectified_conv():
+  # y = mean_i relu(conv(x_i, sum_k pi_k W_k[i]) + bias), written out channel by channel.
+  stem = _stem(fusion="late", channel_names="R,G,B,NIR,SWIR")
+  x = _x(num_channels=5, batch=3)
+  params = _perturbed(jax.jit(stem.init)(jax.random.key(0), x))
+  ids = np.array([4, 0, 3])
+  kernels = stem.apply(params, ids, method=DynamicConvStem.kernels)           # (K, 3, 3, C, F)
+  pi = stem.apply(params, x[..., ids], ids, jnp.ones(3), method=DynamicConvStem.attention_weights)
+  bias = params["params"]["bias"]
+  expected = np.zeros((3, 16, 16, 8), np.float32)
+  for b in range(3):
+    for i in range(3):
+      kernel = jnp.einsum("k,khwf->hwf", pi[b], kernels[:, :, :, i])[:, :, None]
+      conv = lax.conv_general_dilated(x[b:b + 1, ..., ids[i]:ids[i] + 1], kernel, (1, 1),
+                                      ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      expected[b] += np.asarray(jax.nn.relu(conv[0] + bias)) / 3
+  np.testing.assert_allclose(_apply(stem, params, x[..., ids], ids), expected, atol=1e-5)
+
+
+def test_late_fusion_rectifies_each_channel_where_early_fusion_sums_first():
+  # Without attention a subset's early output is the mean of its channels' outputs alone (linear);
+  # the late output is the mean of their ReLUs, which differs wherever the channels' signs differ.
+  x = _x()
+  early, late = _stem(fusion="early", attention=False), _stem(fusion="late", attention=False)
+  params = _perturbed(jax.jit(early.init)(jax.random.key(0), x))
+  singles = [_apply(early, params, x[..., i:i + 1], np.array([i])) for i in range(3)]
+  np.testing.assert_allclose(_apply(early, params, x, "RGB"), sum(singles) / 3, atol=1e-5)
+  rectified = sum(jax.nn.relu(y) for y in singles) / 3
+  np.testing.assert_allclose(_apply(late, params, x, "RGB"), rectified, atol=1e-5)
+  assert not np.allclose(jax.nn.relu(_apply(early, params, x, "RGB")), rectified, atol=1e-2)
+
+
+def test_an_unknown_fusion_is_refused():
+  with pytest.raises(ValueError, match="fusion must be one of"):
+    jax.eval_shape(_stem(fusion="middle").init, jax.random.key(0), _x())

@@ -176,6 +176,10 @@ def test_variant_labels_from_configs():
   assert label("demo,k=8,d=8,backbone=resnet34", "dynamic") == "resnet34 dynamic stem (K=8, D=8)"
   assert label("multispectral,subsets,per_example", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training per example")
+  assert label("multispectral,subsets,fusion=late", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion) + subset training")
+  assert label("multispectral,subsets,per_example,sampling=uniform", "dynamic") == (
+      "dynamic stem (K=4, D=8) + subset training per example, uniform over subsets")
   seeded = task1_config.get_config("dynamic", "demo,subsets")
   seeded.seed = 2
   assert report.variant_label(seeded) == "dynamic stem (K=4, D=8) + subset training [seed 2]"

@@ -55,6 +55,9 @@ def test_stem_options_reach_the_stem():
   assert params["embedding"]["embedding"].shape == (4, 5)
   assert params["generator_kernel"].shape == (5, 3, 3, 3, 64)
   assert params["attention_in"]["kernel"].shape == (6, 7)  # [GAP, e_c] -> hidden.
+  assert model.stem(features=64).fusion == "early"
+  config.model.stem_options.fusion = "late"
+  assert stems.create_model(config).stem(features=64).fusion == "late"
 
 
 def test_stem_kernels_from_the_variables_equal_the_stems_own():
