@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.synthetic = ml_collections.ConfigDict(dict(
       num_classes=10, train_per_class=120, val_per_class=20, test_per_class=20, seed=0,
       min_size=40, max_size=96))
+  # Multispectral: classes = num_shapes x 4 materials; uint16 or uint8 pixels; npy or tiff files.
   config.data.multispectral = ml_collections.ConfigDict(dict(
       num_shapes=3, train_per_class=120, val_per_class=20, test_per_class=40, seed=0,
       min_size=36, max_size=64, dtype="uint16", file_format="npy"))
@@ -426,6 +427,9 @@ def describe(config: ml_collections.ConfigDict, helps: dict[str, str],
     # A key set inside a dict(...) (e.g. data.synthetic.seed) has its parent's comment.
     text = helps[key] if key in helps else next((helps[p] for p in _parents(key) if p in helps),
                                                 "")
+    if defaults is not None and key not in default_flat:
+      text = text or ("a field of the model class, set by this config" if key.startswith("model.")
+                      else "set by this config")
     default = default_flat.get(key, value)
     note = "" if default == value else f" [default {default!r}]"
     lines.append(f"{key} = {value!r}" + (f"  # {text}{note}" if text or note else ""))

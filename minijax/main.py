@@ -165,7 +165,14 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with an unknown --config.* key or a bad config arg reported in one line."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    _CONFIG.value.keys()  # ml_collections defers a config file that fails to load to here.
+    return remaining
+  except SyntaxError as error:  # In the config file.
+    sys.exit(f"invalid config: {error.filename}:{error.lineno}: {error.msg}")
+  except OSError as error:  # The config file is missing or unreadable.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    sys.exit(f"invalid config: cannot load --config: {lines[-1]}")
   except flags.Error as error:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if "Traceback (most recent call last):" in lines:

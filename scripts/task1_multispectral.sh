@@ -50,10 +50,20 @@ for seed in ${LATE_SEEDS:-0 1 2}; do  # Per example with late fusion (each chann
   late="$DYN,subsets,per_example,fusion=late --config.seed=$seed"
   entries+=("dynamic_late_pe_e60_s$seed $late --config.num_epochs=60")
 done
+for seed in ${LATE_SEEDS:-0 1 2}; do  # ... and every subset equally likely (not size first).
+  uniform="$DYN,subsets,per_example,fusion=late,sampling=uniform --config.seed=$seed"
+  entries+=("dynamic_late_uniform_pe_e60_s$seed $uniform --config.num_epochs=60")
+done
+for seed in ${LATE_SEEDS:-0 1 2}; do
+  late="$DYN,subsets,per_example,fusion=late --config.seed=$seed"
+  entries+=("dynamic_late_pe_e120_s$seed $late --config.num_epochs=120")
+done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"
-for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do
-  entries+=("spec60_${subset//+/_}_s0 $NAIVE,specialist=$subset $LONG --config.seed=0")
+for seed in ${LONG_SPECIALIST_SEEDS:-0 1 2}; do
+  for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do
+    entries+=("spec60_${subset//+/_}_s$seed $NAIVE,specialist=$subset $LONG --config.seed=$seed")
+  done
 done
 # The best RGB-only models: a naive RGB model (the seed's recipe, no EMA; it is also the R+G+B
 # specialist) and the dynamic stem trained on subsets of R, G, B only. Plus the first adaptive
@@ -69,12 +79,16 @@ declare -A LABELS=(
   [dynamic_subsets_e60]="dynamic + subsets (60 epochs)"
   [dynamic_subsets_pe_e60]="dynamic + subsets per example (60 epochs)"
   [dynamic_subsets_pe_e120]="dynamic + subsets per example (120 epochs)"
+  [dynamic_late_pe_e60]="dynamic late fusion + subsets per example (60 epochs)"
+  [dynamic_late_uniform_pe_e60]="dynamic late fusion + uniform subsets per example (60 epochs)"
+  [dynamic_late_pe_e120]="dynamic late fusion + subsets per example (120 epochs)"
   [dynamic_subsets]="dynamic + subsets (10 epochs; no EMA)"
   [naive_rgb]="naive on R+G+B (10 epochs; no EMA)"
   [dynamic_rgb_subsets]="dynamic + subsets of R+G+B (10 epochs)")  # No commas: --labels is a list.
 ADAPTIVE_LABELS=("${LABELS[dynamic_subsets_ema]}" "${LABELS[dynamic_subsets_e30]}"
                  "${LABELS[dynamic_subsets_e60]}" "${LABELS[dynamic_subsets_pe_e60]}"
-                 "${LABELS[dynamic_subsets_pe_e120]}")
+                 "${LABELS[dynamic_subsets_pe_e120]}" "${LABELS[dynamic_late_pe_e60]}"
+                 "${LABELS[dynamic_late_uniform_pe_e60]}" "${LABELS[dynamic_late_pe_e120]}")
 names=() labels=() spec_names=()
 for entry in "${entries[@]}"; do
   read -r name _ <<<"$entry"

@@ -31,6 +31,10 @@ VARIANTS=(
   "emalong_s0   $DYN,full=0.2 $EMA --config.num_epochs=25 --config.seed=0"
   "emalong_s1   $DYN,full=0.2 $EMA --config.num_epochs=25 --config.seed=1"
   "emalong_s2   $DYN,full=0.2 $EMA --config.num_epochs=25 --config.seed=2"
+  # The chosen recipe with late fusion (each channel's own ReLU; the multispectral set's choice).
+  "emalong_late_s0 $DYN,full=0.2,fusion=late $EMA --config.num_epochs=25 --config.seed=0"
+  "emalong_late_s1 $DYN,full=0.2,fusion=late $EMA --config.num_epochs=25 --config.seed=1"
+  "emalong_late_s2 $DYN,full=0.2,fusion=late $EMA --config.num_epochs=25 --config.seed=2"
 )
 train_all "${VARIANTS[@]}"
 

@@ -123,6 +123,47 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path, flag, message):
   assert not (tmp_path / "w").exists()  # Failed before touching anything.
 
 
+def _main_with_config(config_file, *args):
+  return subprocess.run([sys.executable, "-m", "minijax.main", f"--config={config_file}", *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("mode", ["train", "print_config"])
+def test_a_config_file_that_does_not_load_is_one_line_naming_it(tmp_path, mode):
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(arg=None):\n  return dict(a=\n")
+  for config_file, message in [
+      ("configs/no_such_config.py", "No such file or directory: 'configs/no_such_config.py'"),
+      (broken, f"{broken}:2: "),
+  ]:
+    result = _main_with_config(config_file, f"--workdir={tmp_path / 'w'}", f"--mode={mode}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("invalid config:"), result.stderr[-2000:]
+    assert message in lines[0]
+  assert not (tmp_path / "w").exists()
+
+
+def test_print_config_gives_every_fields_value_meaning_and_default():
+  result = _main_with_config("configs/task1_dynamic.py:multispectral,fusion=late",
+                             "--mode=print_config")
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = dict(line.split(" = ", 1) for line in result.stdout.strip().splitlines())
+  undocumented = [key for key, rest in lines.items() if "  # " not in rest]
+  assert not undocumented, undocumented
+  assert lines["batch_size"].startswith("32  # Global") and "[default 64]" in lines["batch_size"]
+  assert lines["model.stem_options.fusion"].startswith("'late'  # Dynamic stem: 'early'")
+  assert "[default 'early']" in lines["model.stem_options.fusion"]
+  assert lines["data.channels"].startswith("'R,G,B,NIR,SWIR'")
+  assert "model.name" in lines and "input.subset_training.sampling" in lines
+  # A model field that only a config file sets (not in the schema) says so.
+  seed = _main_with_config("configs/complexcnn.py", "--mode=print_config")
+  seed_lines = dict(line.split(" = ", 1) for line in seed.stdout.strip().splitlines())
+  assert seed_lines["model.weight_init"] == ("'torch'  # a field of the model class, set by "
+                                             "this config")
+  assert all("  # " in rest for rest in seed_lines.values())
+
+
 def test_missing_dataset_fails_within_seconds_saying_where(tmp_path):
   start = time.monotonic()
   result = subprocess.run(

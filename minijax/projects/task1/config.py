@@ -43,14 +43,29 @@ BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 
 
 def add_fields(config: ml_collections.ConfigDict) -> None:
-  config.model.stem = "conv"
-  config.model.stem_options = ml_collections.ConfigDict(dict(
-      channel_names="", num_kernels=4, embed_dim=8, attention=True, attention_hidden=32,
-      temperature=1.0, fusion="early", adapter_kernel_size=3))
+  config.model.stem = "conv"  # First layer: 'conv' (naive), 'adapter' (1->3, 2->3), 'dynamic'.
+  config.model.stem_options = ml_collections.ConfigDict()
+  # Dynamic stem's channel vocabulary; '' = the data's channels (data.channels).
+  config.model.stem_options.channel_names = ""
+  config.model.stem_options.num_kernels = 4  # Dynamic stem: K generated kernels mixed by attention.
+  config.model.stem_options.embed_dim = 8  # Dynamic stem: D, the channel-embedding width.
+  config.model.stem_options.attention = True  # Dynamic stem: False = one kernel per channel set.
+  config.model.stem_options.attention_hidden = 32  # Dynamic stem: the attention MLP's width.
+  config.model.stem_options.temperature = 1.0  # Dynamic stem: the attention softmax temperature.
+  # Dynamic stem: 'early' = mean of the channels' convs, then the backbone's ReLU; 'late' = each
+  # channel's conv through its own ReLU, then the mean.
+  config.model.stem_options.fusion = "early"
+  config.model.stem_options.adapter_kernel_size = 3  # Adapters: the n->3 convs' kernel size.
+  # Naive models: 'seed' (duplicate / zero third), 'zero' (in place), 'none' (a specialist).
   config.input.channel_fill = "seed"
-  config.input.subset_training = ml_collections.ConfigDict(dict(enabled=False, full_fraction=-1.0,
-                                                                per_example=False,
-                                                                sampling="size"))
+  config.input.subset_training = ml_collections.ConfigDict()
+  # Draw a channel subset per batch (or per example) inside the jitted step.
+  config.input.subset_training.enabled = False
+  # >= 0: the share of full-set draws; < 0: as `sampling` gives it.
+  config.input.subset_training.full_fraction = -1.0
+  config.input.subset_training.per_example = False  # A subset per example, not per batch.
+  # 'size': a size uniform in 1..C, then a subset of it; 'uniform': every subset equally likely.
+  config.input.subset_training.sampling = "size"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

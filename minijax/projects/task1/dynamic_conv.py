@@ -9,11 +9,18 @@ but are generated, one input channel at a time, from a learned embedding of that
   W_k[:, :, i, :]        = A_k e_{c_i} / D + b_k    (kernel generator k, for input channel i)
   pi(x) in R^K           softmax over k of MLP(mean_i [GAP(x_i), e_{c_i}]) / temperature
   y                      = sum_i conv(x_i, sum_k pi_k W_k[:, :, i, :]) / (present channels)
+                           (fusion='early'; 'late': sum_i relu(conv(...) + bias) / (present))
 
 A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
 absent channels (channel_mask = 0, one mask for the batch or one per example) contribute
-nothing and do not count. The GAP of Chen et al. has one entry per input channel, so with a variable channel set it becomes a per-channel token
+nothing and do not count. The GAP of Chen et al. has one entry per input channel, so with a
+variable channel set it becomes a per-channel token
 [GAP(x_i), e_{c_i}] mean-pooled over the present channels (a DeepSets form of the same MLP).
+
+Late fusion gives each channel its own nonlinearity before the mean, so a channel's features
+depend on the others present only through the attention (ChannelViT's per-channel tokens, in a
+conv); with early fusion the features of, e.g., NIR+SWIR are a ReLU of a sum, learned for that pair.
+Each channel's conv is then one small conv of its K weighted copies (C convs, unrolled).
 
 The per-example kernel sum_k pi_k W_k is applied as one ordinary conv of [pi_1 x, ..., pi_K x]
 with [W_1; ...; W_K] (K*C input channels): K times a static stem's FLOPs, no grouped conv.
@@ -56,7 +63,7 @@ class DynamicConvStem(nn.Module):
   temperature: float = 1.0
   # "early": the mean over present channels of their convs (linear), then the backbone's ReLU.
   # "late": each channel's conv through its own ReLU, then the mean (per-channel feature maps, as
-  # ChannelViT's per-channel tokens): a channel's features do not depend on which others are present.
+  # ChannelViT's per-channel tokens; see the module doc).
   fusion: str = "early"
   dtype: Any = jnp.float32
 
