@@ -23,6 +23,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
   per_example   with subsets: draw a subset per example (default: one per batch)
   sampling=uniform  with subsets: every subset equally likely (default 'size': size uniform first)
+  select=all    the best checkpoint by the mean validation loss over every evaluated subset
+                (eval.val_subsets; default: the loss on the trained channels)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
   fill=zero     naive models: zeros in place of missing channels (default 'seed')
   k=N d=N       dynamic stem: number of kernels K (default 4), channel-embedding width D (8)
@@ -143,7 +145,7 @@ def _validate_specialist(config) -> None:
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
-                              per_example=False, sampling="size",
+                              per_example=False, sampling="size", select="",
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early")
   if args.backbone not in BACKBONES:
@@ -174,6 +176,14 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   config.input.subset_training.sampling = args.sampling
   config.input.channel_fill = args.fill
   config.input.train_channels = args.train
+  if args.select not in ("", "all"):
+    raise ValueError(f"config arg select={args.select!r}: 'all' (every evaluated subset) or "
+                     "leave it out (the trained channels)")
+  if args.select == "all":
+    if args.specialist:
+      raise ValueError("config arg select=all is for a model evaluated on many subsets, not a "
+                       "specialist")
+    config.eval.val_subsets = config_lib.eval_subsets(config)
   if args.specialist:
     config.input.channel_fill = "none"
     config.input.train_channels = args.specialist

@@ -1,7 +1,7 @@
 """Task 1's config builder (configs/task1_*.py args) and the validation of its fields."""
 import pytest
 
-from minijax import projects
+from minijax import channels, projects
 from minijax.config import ConfigError
 from minijax.projects.task1 import config as task1_config
 
@@ -36,6 +36,11 @@ def test_multispectral_and_specialist_args():
   rgb = task1_config.get_config("dynamic", "multispectral,subsets,train=R+G+B")
   assert rgb.input.train_channels == "R+G+B"
   projects.validate(rgb)
+  assert config.eval.val_subsets == ()  # The best checkpoint by the trained channels' loss.
+  chosen = task1_config.get_config("dynamic", "multispectral,subsets,select=all")
+  assert len(chosen.eval.val_subsets) == 31 and chosen.eval.val_subsets[0] == "R+G+B+NIR+SWIR"
+  assert set(chosen.eval.val_subsets) == set(channels.all_subsets(("R", "G", "B", "NIR", "SWIR")))
+  projects.validate(chosen)
   specialist = task1_config.get_config("conv", "multispectral,specialist=NIR+SWIR")
   assert (specialist.input.channel_fill, specialist.input.train_channels) == ("none", "NIR+SWIR")
   assert tuple(specialist.eval.channel_subsets) == ("NIR+SWIR",)
@@ -52,6 +57,8 @@ def test_multispectral_and_specialist_args():
     ("adapter", "fill=zero", "fill= applies to the naive config"),
     ("conv", "k=8", "apply to the dynamic config"),
     ("adapter", "fusion=late", "apply to the dynamic config"),
+    ("dynamic", "subsets,select=best", "select='best'"),
+    ("conv", "multispectral,specialist=NIR,select=all", "not a specialist"),
 ])
 def test_bad_config_args_name_the_arg(stem, arg, message):
   with pytest.raises(ValueError, match=message):
