@@ -195,7 +195,7 @@ class DynamicConvStem(nn.Module):
     """sum_i scale_i relu(conv(x_i, sum_k pi_k W_k[i]) + bias), one conv per input channel.
 
     A conv per channel (C small ones, unrolled) rather than one conv grouped by channel: the
-    grouped conv's backward pass was ~5x slower on CPU (minijax/projects/task1/README.md).
+    grouped conv made the stem's gradient ~10x slower on CPU (minijax/projects/task1/README.md).
     """
     outputs = []
     for i in range(x.shape[-1]):
