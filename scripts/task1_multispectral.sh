@@ -8,8 +8,7 @@
 #   RUNS=/work/task1_runs/multispectral JOBS=2 scripts/task1_multispectral.sh
 #   ONLY_TABLE=1 RUNS=... scripts/task1_multispectral.sh     # the tables of finished workdirs
 #   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 LONGER_SEEDS=0 LATE_SEEDS=0 LONG_SPECIALIST_SEEDS=0
-#                                    # one seed of each (default 0 1 2; LATE60_SEEDS 0 1, UNIFORM_SEEDS 0,
-                                    # COSINE_SEEDS 0)
+#     one seed of each (default 0 1 2; LATE60_SEEDS 0 1, UNIFORM_SEEDS 0, COSINE_SEEDS 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-/work/task1_runs/multispectral}
@@ -48,22 +47,21 @@ for seed in ${LONGER_SEEDS:-0 1 2}; do  # And twice as long: is the gap still cl
   pe="$DYN,subsets,per_example --config.num_epochs=120 --config.seed=$seed"
   entries+=("dynamic_subsets_pe_e120_s$seed $pe")
 done
-for seed in ${LATE60_SEEDS:-0 1}; do  # Per example with late fusion (each channel's own ReLU).
-  late="$DYN,subsets,per_example,fusion=late --config.seed=$seed"
-  entries+=("dynamic_late_pe_e60_s$seed $late --config.num_epochs=60")
+LATE="$DYN,subsets,per_example,fusion=late"  # Per example, each channel through its own ReLU.
+for seed in ${LATE60_SEEDS:-0 1}; do
+  entries+=("dynamic_late_pe_e60_s$seed $LATE --config.seed=$seed --config.num_epochs=60")
 done
 for seed in ${UNIFORM_SEEDS:-0}; do  # ... and every subset equally likely (not size first).
-  uniform="$DYN,subsets,per_example,fusion=late,sampling=uniform --config.seed=$seed"
-  entries+=("dynamic_late_uniform_pe_e60_s$seed $uniform --config.num_epochs=60")
+  uniform="$LATE,sampling=uniform --config.seed=$seed --config.num_epochs=60"
+  entries+=("dynamic_late_uniform_pe_e60_s$seed $uniform")
 done
 for seed in ${LATE_SEEDS:-0 1 2}; do
-  late="$DYN,subsets,per_example,fusion=late --config.seed=$seed"
-  entries+=("dynamic_late_pe_e120_s$seed $late --config.num_epochs=120")
+  entries+=("dynamic_late_pe_e120_s$seed $LATE --config.seed=$seed --config.num_epochs=120")
 done
 COSINE="--config.optimizer.schedule=warmup_cosine --config.optimizer.warmup_epochs=1"
 for seed in ${COSINE_SEEDS:-0}; do  # The same with the rate decayed to 0 (a probe: one seed).
-  late="$DYN,subsets,per_example,fusion=late --config.seed=$seed $COSINE"
-  entries+=("dynamic_late_cos_pe_e120_s$seed $late --config.num_epochs=120")
+  cosine="$LATE --config.seed=$seed $COSINE --config.num_epochs=120"
+  entries+=("dynamic_late_cos_pe_e120_s$seed $cosine")
 done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"

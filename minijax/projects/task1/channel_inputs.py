@@ -18,9 +18,8 @@ Subset training (config.input.subset_training.enabled) draws one subset of
 config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
 subset of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
 equally likely instead), or with full_fraction >= 0 the full set with that probability and the
-rest as before otherwise; with per_example, one
-subset per example instead (every batch then mixes subsets). The subsets form a static
-table (masks, and for naive models and adapters the source channel and keep flag of each model
+rest as before otherwise; with per_example, one subset per example instead (every batch then
+mixes subsets). The subsets form a static table (masks, and for naive models and adapters the source channel and keep flag of each model
 input); the sampled row selects from it, so one compilation serves every subset. With C channels
 the table has 2^C - 1 rows.
 """

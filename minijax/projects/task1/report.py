@@ -73,7 +73,7 @@ def variant_label(config) -> str:
     options = config.model.stem_options
     extras = [f"K={options.num_kernels}" if options.attention else "no attention",
               f"D={options.embed_dim}"]
-    if options.get("fusion", "early") == "late":
+    if options.fusion == "late":
       extras.append("late fusion")
     label = f"dynamic stem ({', '.join(extras)})"
   if config.input.channel_fill == "none":
@@ -87,7 +87,7 @@ def variant_label(config) -> str:
     label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
     if config.input.subset_training.per_example:
       label += " per example"
-    if config.input.subset_training.get("sampling", "size") == "uniform":
+    if config.input.subset_training.sampling == "uniform":
       label += ", uniform over subsets"
   if config.ema_decay:
     label += f" (EMA {config.ema_decay:g})"
@@ -524,7 +524,7 @@ def stem_costs(config, sizes=(32, 256)) -> list[dict]:
   options = config.model.stem_options
   detail = (f"K={options.num_kernels}, D={options.embed_dim}" if options.attention
             else f"no attention, D={options.embed_dim}")
-  if options.get("fusion", "early") == "late":
+  if options.fusion == "late":
     detail += ", late fusion"
   rows = []
   for name, num_inputs, layer, model in layers:
