@@ -58,6 +58,10 @@ done
 for seed in ${LATE_SEEDS:-0 1 2}; do
   entries+=("dynamic_late_pe_e120_s$seed $LATE --config.seed=$seed --config.num_epochs=120")
 done
+for seed in ${POOL_SEEDS:-0 1 2}; do  # ... with the channels weighted by a learned softmax.
+  pool="$LATE,pool=learned --config.seed=$seed --config.num_epochs=120"
+  entries+=("dynamic_late_pool_pe_e120_s$seed $pool")
+done
 COSINE="--config.optimizer.schedule=warmup_cosine --config.optimizer.warmup_epochs=1"
 for seed in ${COSINE_SEEDS:-0}; do  # The same with the rate decayed to 0 (a probe: one seed).
   cosine="$LATE --config.seed=$seed $COSINE --config.num_epochs=120"
@@ -87,6 +91,7 @@ declare -A LABELS=(
   [dynamic_late_pe_e60]="dynamic late fusion + subsets per example (60 epochs)"
   [dynamic_late_uniform_pe_e60]="dynamic late fusion + uniform subsets per example (60 epochs)"
   [dynamic_late_pe_e120]="dynamic late fusion + subsets per example (120 epochs)"
+  [dynamic_late_pool_pe_e120]="dynamic late fusion + learned pooling + subsets per example (120 epochs)"
   [dynamic_late_cos_pe_e120]="dynamic late fusion + subsets per example (120 epochs; cosine)"
   [dynamic_subsets]="dynamic + subsets (10 epochs; no EMA)"
   [naive_rgb]="naive on R+G+B (10 epochs; no EMA)"
@@ -95,7 +100,7 @@ ADAPTIVE_LABELS=("${LABELS[dynamic_subsets_ema]}" "${LABELS[dynamic_subsets_e30]
                  "${LABELS[dynamic_subsets_e60]}" "${LABELS[dynamic_subsets_pe_e60]}"
                  "${LABELS[dynamic_subsets_pe_e120]}" "${LABELS[dynamic_late_pe_e60]}"
                  "${LABELS[dynamic_late_uniform_pe_e60]}" "${LABELS[dynamic_late_pe_e120]}"
-                 "${LABELS[dynamic_late_cos_pe_e120]}")
+                 "${LABELS[dynamic_late_pool_pe_e120]}" "${LABELS[dynamic_late_cos_pe_e120]}")
 names=() labels=() spec_names=()
 for entry in "${entries[@]}"; do
   read -r name _ <<<"$entry"

@@ -32,6 +32,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   tau=T         dynamic stem: attention softmax temperature
   fusion=late   dynamic stem: each channel's conv through its own ReLU, then the mean over the
                 present channels (default 'early': the mean of the convs, then the backbone's ReLU)
+  pool=learned  dynamic stem: the present channels weighted by a learned softmax of their names'
+                embeddings instead of their plain mean (default 'mean')
 Every field stays overridable with --config.KEY=VALUE.
 """
 import ml_collections
@@ -39,7 +41,7 @@ import ml_collections
 from minijax import channels, config as config_lib
 from minijax.config import ConfigError
 from minijax.projects.task1 import channel_inputs, stems
-from minijax.projects.task1.dynamic_conv import FUSIONS
+from minijax.projects.task1.dynamic_conv import CHANNEL_POOLINGS, FUSIONS
 
 BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 
@@ -57,6 +59,9 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # Dynamic stem: 'early' = mean of the channels' convs, then the backbone's ReLU; 'late' = each
   # channel's conv through its own ReLU, then the mean.
   config.model.stem_options.fusion = "early"
+  # Dynamic stem: 'mean' = equal weights for the present channels; 'learned' = a softmax over
+  # them of a learned score of each channel's name.
+  config.model.stem_options.channel_pooling = "mean"
   config.model.stem_options.adapter_kernel_size = 3  # Adapters: the n->3 convs' kernel size.
   # Naive models: 'seed' (duplicate / zero third), 'zero' (in place), 'none' (a specialist).
   config.input.channel_fill = "seed"
@@ -107,6 +112,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.stem_options.temperature", options.temperature, "must be > 0")
   if options.fusion not in FUSIONS:
     raise ConfigError("model.stem_options.fusion", options.fusion, f"choose from {FUSIONS}")
+  if options.channel_pooling not in CHANNEL_POOLINGS:
+    raise ConfigError("model.stem_options.channel_pooling", options.channel_pooling,
+                      f"choose from {CHANNEL_POOLINGS}")
   size = options.adapter_kernel_size
   if not isinstance(size, int) or size < 1 or size % 2 == 0:
     raise ConfigError("model.stem_options.adapter_kernel_size", size,
@@ -147,7 +155,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
                               per_example=False, sampling="size", select="",
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
-                              d=8, attn=True, tau=1.0, fusion="early")
+                              d=8, attn=True, tau=1.0, fusion="early",
+                              pool="mean")
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -158,8 +167,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
-  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion"} & given:
-    raise ValueError("config args k=, d=, attn=, tau=, fusion= apply to the dynamic config "
+  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool"} & given:
+    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool= apply to the dynamic config "
                      "(configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
@@ -192,4 +201,5 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.num_kernels, options.embed_dim = args.k, args.d
   options.attention, options.temperature = args.attn, args.tau
   options.fusion = args.fusion
+  options.channel_pooling = args.pool
   return config

@@ -10,6 +10,8 @@ but are generated, one input channel at a time, from a learned embedding of that
   pi(x) in R^K           softmax over k of MLP(mean_i [GAP(x_i), e_{c_i}]) / temperature
   y                      = sum_i conv(x_i, sum_k pi_k W_k[:, :, i, :]) / (present channels)
                            (fusion='early'; 'late': sum_i relu(conv(...) + bias) / (present))
+  channel_pooling='learned': 1 / (present channels) becomes w_i = softmax over the present
+                           channels of <v, e_{c_i}> (v learned, 0 at init: the mean).
 
 A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
 absent channels (channel_mask = 0, one mask for the batch or one per example) contribute
@@ -42,6 +44,7 @@ from minijax.channels import channel_ids, parse_names
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 FUSIONS = ("early", "late")
+CHANNEL_POOLINGS = ("mean", "learned")
 
 
 class DynamicConvStem(nn.Module):
@@ -65,11 +68,17 @@ class DynamicConvStem(nn.Module):
   # "late": each channel's conv through its own ReLU, then the mean (per-channel feature maps, as
   # ChannelViT's per-channel tokens; see the module doc).
   fusion: str = "early"
+  # How the present channels are averaged: "mean" (equal weights) or "learned" (a softmax over the
+  # present channels of a learned score of each channel's embedding; equal weights at init).
+  channel_pooling: str = "mean"
   dtype: Any = jnp.float32
 
   def setup(self):
     if self.fusion not in FUSIONS:
       raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+    if self.channel_pooling not in CHANNEL_POOLINGS:
+      raise ValueError(f"channel_pooling must be one of {CHANNEL_POOLINGS}, "
+                       f"got {self.channel_pooling!r}")
     names = parse_names(self.channel_names)
     k, size, width = self._num_generated(), self.kernel_size, self.features
     self.embedding = nn.Embed(len(names), self.embed_dim,
@@ -90,6 +99,8 @@ class DynamicConvStem(nn.Module):
                                      (k, size, size, width))
     if self.use_bias:
       self.bias = self.param("bias", nn.initializers.zeros, (width,))
+    if self.channel_pooling == "learned":
+      self.pooling_score = self.param("pooling_score", nn.initializers.zeros, (self.embed_dim,))
     if self.attention and k > 1:
       self.attention_in = nn.Dense(self.attention_hidden, name="attention_in")
       self.attention_out = nn.Dense(k, name="attention_out")
@@ -128,6 +139,21 @@ class DynamicConvStem(nn.Module):
     generated = jnp.einsum("cd,dkhwf->khwcf", embeddings, self.generator_kernel) / self.embed_dim
     return generated + self.generator_bias[:, :, :, None, :]
 
+  def channel_weights(self, ids, mask) -> jax.Array:
+    """The present channels' weights in the fusion, (C,) or (B, C) as the mask; 0 where absent.
+
+    'mean': 1 / (present channels). 'learned': softmax over the present channels of
+    <v, e_{c_i}>, a score of each channel's name alone (so the weights, like the kernels, depend
+    only on the channel set), which lets the stem weigh, e.g., the infrared bands above the
+    visible ones in every subset that holds them.
+    """
+    if self.channel_pooling == "mean":
+      return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+    scores = self.embedding(jnp.asarray(ids)) @ self.pooling_score         # (C,)
+    # A shift by a constant leaves the softmax as it is; it keeps exp() in range.
+    unnormalised = mask * jnp.exp(scores - lax.stop_gradient(jnp.max(scores)))
+    return unnormalised / jnp.maximum(jnp.sum(unnormalised, axis=-1, keepdims=True), 1e-30)
+
   def attention_weights(self, x, ids, mask) -> jax.Array:
     """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}]."""
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))                 # (B, C)
@@ -156,8 +182,8 @@ class DynamicConvStem(nn.Module):
                        f"channels need ({num_channels},) or ({x.shape[0]}, {num_channels})")
     if kernels is None:
       kernels = self.kernels(ids)
-    # The mean over present channels (absent ones get weight 0).
-    scale = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+    # The (weighted) mean over present channels (absent ones get weight 0).
+    scale = self.channel_weights(ids, mask)
     weights = (self.attention_weights(x, ids, mask)                       # (B, K)
                if self.attention and self._num_generated() > 1 else None)
     if self.fusion == "late":

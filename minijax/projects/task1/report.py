@@ -75,6 +75,8 @@ def variant_label(config) -> str:
               f"D={options.embed_dim}"]
     if options.fusion == "late":
       extras.append("late fusion")
+    if options.channel_pooling == "learned":
+      extras.append("learned pooling")
     label = f"dynamic stem ({', '.join(extras)})"
   if config.input.channel_fill == "none":
     label = f"specialist {config.input.train_channels}"
@@ -526,6 +528,8 @@ def stem_costs(config, sizes=(32, 256)) -> list[dict]:
             else f"no attention, D={options.embed_dim}")
   if options.fusion == "late":
     detail += ", late fusion"
+  if options.channel_pooling == "learned":
+    detail += ", learned pooling"
   rows = []
   for name, num_inputs, layer, model in layers:
     for size in sizes:

@@ -133,7 +133,7 @@ def dynamic_stem_factory(config):
       input_channels=config.data.channels, num_kernels=options.num_kernels,
       embed_dim=options.embed_dim, attention=options.attention,
       attention_hidden=options.attention_hidden, temperature=options.temperature,
-      fusion=options.fusion)
+      fusion=options.fusion, channel_pooling=options.channel_pooling)
 
 
 GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")

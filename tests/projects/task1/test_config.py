@@ -8,7 +8,8 @@ from minijax.projects.task1 import config as task1_config
 
 def test_config_args_set_the_fields():
   config = task1_config.get_config("dynamic", "demo,subsets,full=0.5,k=8,d=16,attn=0,tau=2,"
-                                              "backbone=resnet34,fusion=late,sampling=uniform")
+                                              "backbone=resnet34,fusion=late,sampling=uniform,"
+                                              "pool=learned")
   assert (config.project, config.model.name, config.model.stem) == ("task1", "resnet34",
                                                                      "dynamic")
   assert config.data.name == "synthetic" and config.data.image_size == 32
@@ -16,14 +17,14 @@ def test_config_args_set_the_fields():
   assert config.input.subset_training.sampling == "uniform"
   options = config.model.stem_options
   assert (options.num_kernels, options.embed_dim, options.attention, options.temperature,
-          options.fusion) == (8, 16, False, 2.0, "late")
+          options.fusion, options.channel_pooling) == (8, 16, False, 2.0, "late", "learned")
   projects.validate(config)
   naive = task1_config.get_config("conv", "fill=zero")
   assert naive.input.channel_fill == "zero" and naive.data.name == "imagelist"
   assert not naive.input.subset_training.enabled
   defaults = task1_config.get_config("dynamic", None).model.stem_options
-  assert (defaults.num_kernels, defaults.embed_dim, defaults.attention, defaults.fusion) == (
-      4, 8, True, "early")
+  assert (defaults.num_kernels, defaults.embed_dim, defaults.attention, defaults.fusion,
+          defaults.channel_pooling) == (4, 8, True, "early", "mean")
   assert task1_config.get_config("dynamic", None).input.subset_training.sampling == "size"
 
 
@@ -57,6 +58,7 @@ def test_multispectral_and_specialist_args():
     ("adapter", "fill=zero", "fill= applies to the naive config"),
     ("conv", "k=8", "apply to the dynamic config"),
     ("adapter", "fusion=late", "apply to the dynamic config"),
+    ("conv", "pool=learned", "apply to the dynamic config"),
     ("dynamic", "subsets,select=best", "select='best'"),
     ("conv", "multispectral,specialist=NIR,select=all", "not a specialist"),
 ])
@@ -75,6 +77,8 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
     ("dynamic", "model.stem_options.temperature", 0.0, "must be > 0"),
     ("dynamic", "model.stem_options.fusion", "middle",
      "config.model.stem_options.fusion='middle'.*choose from"),
+    ("dynamic", "model.stem_options.channel_pooling", "max",
+     "config.model.stem_options.channel_pooling='max'.*choose from"),
     ("adapter", "model.stem_options.adapter_kernel_size", 2, "positive odd integer"),
     ("conv", "input.subset_training.full_fraction", 1.5, "must be in \\[0, 1\\]"),
     ("dynamic", "input.subset_training.per_example", True,

@@ -1,5 +1,6 @@
 """The channel-adaptive dynamic conv stem on its own: shapes, permutation invariance, masks, cached
-kernels, gradients, errors, a vocabulary beyond RGB, and early / late fusion of the channels."""
+kernels, gradients, errors, a vocabulary beyond RGB, early / late fusion of the channels and their
+mean or learned weighting."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,10 +22,18 @@ def _x(num_channels=3, size=16, batch=2, seed=1):
   return jax.random.normal(jax.random.key(seed), (batch, size, size, num_channels))
 
 
-@pytest.fixture(scope="module", params=["early", "late"])
+def _with_pooling_scores(params, scores):
+  return {"params": {**params["params"], "pooling_score": jnp.asarray(scores, jnp.float32)}}
+
+
+@pytest.fixture(scope="module", params=["early", "late", "late+learned"])
 def stem_and_params(request):
-  stem = _stem(fusion=request.param)
-  return stem, jax.jit(stem.init)(jax.random.key(0), _x())
+  fusion, _, pooling = request.param.partition("+")
+  stem = _stem(fusion=fusion, channel_pooling=pooling or "mean")
+  params = jax.jit(stem.init)(jax.random.key(0), _x())
+  if pooling:  # Off its init (0: the plain mean), so that the channels' weights differ.
+    params = _with_pooling_scores(params, [1.5, -1.0, 0.5, 2.0])
+  return stem, params
 
 
 def _apply(stem, params, x, ids, **kwargs):
@@ -145,11 +154,12 @@ def test_extensible_channel_names_nir():
   assert y.shape == (2, 16, 16, 8)
 
 
-@pytest.mark.parametrize("fusion", ["early", "late"])
-def test_a_mask_per_example_matches_each_examples_subset_alone(fusion):
-  stem = _stem(channel_names="R,G,B,NIR,SWIR", fusion=fusion)
+@pytest.mark.parametrize("fusion,pooling", [("early", "mean"), ("late", "mean"),
+                                            ("early", "learned"), ("late", "learned")])
+def test_a_mask_per_example_matches_each_examples_subset_alone(fusion, pooling):
+  stem = _stem(channel_names="R,G,B,NIR,SWIR", fusion=fusion, channel_pooling=pooling)
   x = _x(num_channels=5, batch=3)
-  params = jax.jit(stem.init)(jax.random.key(0), x)
+  params = _perturbed(jax.jit(stem.init)(jax.random.key(0), x))
   masks = jnp.array([[1, 0, 1, 0, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]], jnp.float32)
   together = _apply(stem, params, x, np.arange(5), channel_mask=masks)
   for b, mask in enumerate(np.asarray(masks)):
@@ -211,3 +221,48 @@ def test_late_fusion_rectifies_each_channel_where_early_fusion_sums_first():
 def test_an_unknown_fusion_is_refused():
   with pytest.raises(ValueError, match="fusion must be one of"):
     jax.eval_shape(_stem(fusion="middle").init, jax.random.key(0), _x())
+
+
+def _learned_weights(params, ids):
+  """softmax over the channels `ids` of <v, e_c>, from the parameters by hand."""
+  p = params["params"]
+  scores = np.asarray(p["embedding"]["embedding"])[ids] @ np.asarray(p["pooling_score"])
+  return np.exp(scores) / np.exp(scores).sum()
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_learned_pooling_weighs_each_channel_by_the_softmax_of_its_score(fusion):
+  # Without attention each channel alone gives y_i; a subset gives sum_i w_i y_i (early, as the
+  # weights sum to 1 the bias stays once) or sum_i w_i relu(y_i) (late).
+  stem = _stem(channel_names="R,G,B,NIR,SWIR", attention=False, fusion=fusion,
+               channel_pooling="learned")
+  x = _x(num_channels=5)
+  params = _perturbed(jax.jit(stem.init)(jax.random.key(0), x))
+  ids = np.array([4, 0, 3])
+  weights = _learned_weights(params, ids)
+  assert weights.std() > 0.01  # The perturbed scores make the weights differ.
+  early = _stem(channel_names="R,G,B,NIR,SWIR", attention=False)
+  singles = [_apply(early, params, x[..., i:i + 1], ids[i:i + 1]) for i in range(3)]
+  if fusion == "late":
+    singles = [jax.nn.relu(y) for y in singles]
+  expected = sum(w * y for w, y in zip(weights, singles))
+  np.testing.assert_allclose(_apply(stem, params, x[..., :3], ids), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_learned_pooling_starts_as_the_plain_mean(fusion):
+  x = _x(num_channels=5, batch=3)
+  names = "R,G,B,NIR,SWIR"
+  learned = _stem(channel_names=names, fusion=fusion, channel_pooling="learned")
+  mean = _stem(channel_names=names, fusion=fusion)
+  params = jax.jit(learned.init)(jax.random.key(0), x)
+  assert not np.any(params["params"]["pooling_score"])
+  plain = {"params": {k: v for k, v in params["params"].items() if k != "pooling_score"}}
+  mask = jnp.array([[1, 0, 1, 0, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]], jnp.float32)
+  np.testing.assert_allclose(_apply(learned, params, x, np.arange(5), channel_mask=mask),
+                             _apply(mean, plain, x, np.arange(5), channel_mask=mask), atol=1e-6)
+
+
+def test_an_unknown_channel_pooling_is_refused():
+  with pytest.raises(ValueError, match="channel_pooling must be one of"):
+    jax.eval_shape(_stem(channel_pooling="max").init, jax.random.key(0), _x())

@@ -178,6 +178,8 @@ def test_variant_labels_from_configs():
       "dynamic stem (K=4, D=8) + subset training per example")
   assert label("multispectral,subsets,fusion=late", "dynamic") == (
       "dynamic stem (K=4, D=8, late fusion) + subset training")
+  assert label("multispectral,subsets,fusion=late,pool=learned", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion, learned pooling) + subset training")
   assert label("multispectral,subsets,per_example,sampling=uniform", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training per example, uniform over subsets")
   seeded = task1_config.get_config("dynamic", "demo,subsets")

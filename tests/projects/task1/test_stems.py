@@ -58,6 +58,9 @@ def test_stem_options_reach_the_stem():
   assert model.stem(features=64).fusion == "early"
   config.model.stem_options.fusion = "late"
   assert stems.create_model(config).stem(features=64).fusion == "late"
+  assert model.stem(features=64).channel_pooling == "mean"
+  config.model.stem_options.channel_pooling = "learned"
+  assert stems.create_model(config).stem(features=64).channel_pooling == "learned"
 
 
 def test_stem_kernels_from_the_variables_equal_the_stems_own():
