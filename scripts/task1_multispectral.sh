@@ -3,12 +3,15 @@
 # SWIR): one channel-adaptive model (the dynamic stem trained on subsets of all five bands)
 # against the best RGB-only models and against a specialist per subset (the same ComplexCNN, its
 # first conv built for that subset, trained and evaluated on it alone). Then the tables:
-# $RUNS/report (all 31 subsets per variant, stem cost) with the specialist comparison.
+# $RUNS/report (all 31 subsets per variant, stem cost) with the specialist comparison, and
+# $RUNS/report_long (the 60- and 120-epoch models against 60-epoch specialists of all 31 subsets).
 #
 #   RUNS=/work/task1_runs/multispectral JOBS=2 scripts/task1_multispectral.sh
 #   ONLY_TABLE=1 RUNS=... scripts/task1_multispectral.sh     # the tables of finished workdirs
-#   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 LONGER_SEEDS=0 LATE_SEEDS=0 LONG_SPECIALIST_SEEDS=0
-#     one seed of each (default 0 1 2; LATE60_SEEDS 0 1, UNIFORM_SEEDS 0, COSINE_SEEDS 0)
+#   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 LONGER_SEEDS=0 LATE_SEEDS=0 POOL_SEEDS=0
+#   LONG_SPECIALIST_SEEDS=0   one seed of each (default 0 1 2; LATE60_SEEDS 0 1, UNIFORM_SEEDS 0,
+#     COSINE_SEEDS 0, OTHER_SPECIALIST_SEEDS 0); LATE_SEEDS="0 1 2 3 4" POOL_SEEDS="0 1 2 3 4"
+#     adds the two seeds of README's noise check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-/work/task1_runs/multispectral}
@@ -69,8 +72,18 @@ for seed in ${COSINE_SEEDS:-0}; do  # The same with the rate decayed to 0 (a pro
 done
 # Specialists with that budget too (their own table: the report averages specialists by subset).
 LONG="--config.num_epochs=60"
+LONG_SPECIALISTS=${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}
 for seed in ${LONG_SPECIALIST_SEEDS:-0 1 2}; do
-  for subset in ${LONG_SPECIALISTS:-NIR+SWIR NIR SWIR R+NIR G+B+SWIR R+G+B+NIR+SWIR}; do
+  for subset in $LONG_SPECIALISTS; do
+    entries+=("spec60_${subset//+/_}_s$seed $NAIVE,specialist=$subset $LONG --config.seed=$seed")
+  done
+done
+# And one for each of the other 25 subsets (seed 0): a specialist for every evaluated subset.
+ALL_SUBSETS=$("$PY" -c "from minijax import channels
+print(' '.join(channels.all_subsets(channels.parse_names('R,G,B,NIR,SWIR'))))")
+for seed in ${OTHER_SPECIALIST_SEEDS:-0}; do
+  for subset in $ALL_SUBSETS; do
+    [[ " $LONG_SPECIALISTS " == *" $subset "* ]] && continue
     entries+=("spec60_${subset//+/_}_s$seed $NAIVE,specialist=$subset $LONG --config.seed=$seed")
   done
 done
