@@ -104,7 +104,8 @@ declare -A LABELS=(
   [dynamic_late_pe_e60]="dynamic late fusion + subsets per example (60 epochs)"
   [dynamic_late_uniform_pe_e60]="dynamic late fusion + uniform subsets per example (60 epochs)"
   [dynamic_late_pe_e120]="dynamic late fusion + subsets per example (120 epochs)"
-  [dynamic_late_pool_pe_e120]="dynamic late fusion + learned pooling + subsets per example (120 epochs)"
+  [dynamic_late_pool_pe_e120]="dynamic late fusion + learned pooling + subsets per example \
+(120 epochs)"
   [dynamic_late_cos_pe_e120]="dynamic late fusion + subsets per example (120 epochs; cosine)"
   [dynamic_subsets]="dynamic + subsets (10 epochs; no EMA)"
   [naive_rgb]="naive on R+G+B (10 epochs; no EMA)"

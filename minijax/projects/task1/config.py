@@ -155,8 +155,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
                               per_example=False, sampling="size", select="",
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
-                              d=8, attn=True, tau=1.0, fusion="early",
-                              pool="mean")
+                              d=8, attn=True, tau=1.0, fusion="early", pool="mean")
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}

@@ -150,9 +150,7 @@ class DynamicConvStem(nn.Module):
     if self.channel_pooling == "mean":
       return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
     scores = self.embedding(jnp.asarray(ids)) @ self.pooling_score         # (C,)
-    # A shift by a constant leaves the softmax as it is; it keeps exp() in range.
-    unnormalised = mask * jnp.exp(scores - lax.stop_gradient(jnp.max(scores)))
-    return unnormalised / jnp.maximum(jnp.sum(unnormalised, axis=-1, keepdims=True), 1e-30)
+    return jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
 
   def attention_weights(self, x, ids, mask) -> jax.Array:
     """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}]."""
