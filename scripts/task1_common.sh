@@ -23,8 +23,9 @@ _train() {
   local name=$1 config=$2 start=$SECONDS
   shift 2
   echo "=== $name: $config $*"
-  "$PY" -m minijax.main --config="$config" --workdir="$RUNS/$name" "$@" >"$RUNS/$name.log" 2>&1
-  local rc=$?
+  local rc=0  # "|| rc=$?": under the callers' set -e a failed run would end the job unreported.
+  "$PY" -m minijax.main --config="$config" --workdir="$RUNS/$name" "$@" >"$RUNS/$name.log" 2>&1 \
+    || rc=$?
   echo "=== $name: rc $rc, $((SECONDS - start)) s" | tee -a "$RUNS/$name.log"
   return $rc
 }

@@ -26,6 +26,7 @@ import os
 import pathlib
 import re
 import struct
+import threading
 from typing import Iterable, Sequence, Union
 
 import numpy as np
@@ -457,6 +458,13 @@ def _checked_array(array: np.ndarray, name: str, what: str) -> np.ndarray:
   return np.array(array, dtype=array.dtype.newbyteorder("="), order="C")
 
 
+# np.load parses the .npy header with ast.literal_eval, and CPython 3.11's AST constructor fails
+# at random when threads parse at once ("AST constructor recursion depth mismatch",
+# python/cpython#106905); the pipeline reads files from a thread pool, so headers are read one at
+# a time (a memory-mapped load reads only the header).
+_NPY_LOAD_LOCK = threading.Lock()
+
+
 def _read_npy(source: Source, name: str) -> np.ndarray:
   """A .npy array, (H, W) or (H, W, C) channels last. allow_pickle=False: an object array could
   run code. Files are memory-mapped, so only the header is read before the shape is checked."""
@@ -465,12 +473,14 @@ def _read_npy(source: Source, name: str) -> np.ndarray:
       data = bytes(source)
       if not data.startswith(_NPY_MAGIC):
         raise DataError(f"{name}: not a .npy file (no NUMPY header)")
-      array = np.load(io.BytesIO(data), allow_pickle=False)
+      with _NPY_LOAD_LOCK:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     else:
       with open(source, "rb") as f:
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
           raise DataError(f"{name}: not a .npy file (no NUMPY header)")
-      array = np.load(source, mmap_mode="r", allow_pickle=False)
+      with _NPY_LOAD_LOCK:
+        array = np.load(source, mmap_mode="r", allow_pickle=False)
   except DataError:
     raise
   except (OSError, ValueError, EOFError) as e:

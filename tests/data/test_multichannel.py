@@ -1,10 +1,14 @@
 """C named channels in the data layer: .npy and TIFF files, uint16, dataset.json, prepare's
 per-channel statistics, and the embedded multispectral dataset."""
+import ast
+import concurrent.futures
 import io
 import json
 import pathlib
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -104,6 +108,31 @@ def test_npy_gray_and_big_endian(tmp_path):
                                 spec=ChannelSpec(("X", "Y"), "uint16"))
   assert image.dtype == np.uint16 and image.dtype.byteorder in "=<"
   np.testing.assert_array_equal(image, big.astype(np.uint16))
+
+
+def test_npy_headers_are_parsed_one_thread_at_a_time(tmp_path, monkeypatch):
+  # np.load parses the header with ast.literal_eval, which CPython 3.11 breaks when threads parse
+  # at once (python/cpython#106905); the pipeline's reader threads must take turns.
+  for i in range(8):
+    np.save(tmp_path / f"{i}.npy", np.full((4, 4, 4), i, np.uint8))
+  literal_eval, lock = ast.literal_eval, threading.Lock()
+  inside, most_inside = [0], [0]
+
+  def slow_literal_eval(text):
+    with lock:
+      inside[0] += 1
+      most_inside[0] = max(most_inside[0], inside[0])
+    time.sleep(0.02)  # Long enough for the other threads to arrive if they are let in.
+    with lock:
+      inside[0] -= 1
+    return literal_eval(text)
+
+  monkeypatch.setattr(ast, "literal_eval", slow_literal_eval)
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    images = list(pool.map(lambda i: imagelist.decode_file(
+        tmp_path / f"{i}.npy", None, name=f"{i}.npy", spec=ChannelSpec(RGBN)), range(8)))
+  assert [int(image[0, 0, 0]) for image in images] == list(range(8))
+  assert most_inside[0] == 1
 
 
 def test_uint8_bands_resize_exactly_as_rgb_photos(tmp_path):
