@@ -9,9 +9,9 @@
 #   RUNS=/work/task1_runs/multispectral JOBS=2 scripts/task1_multispectral.sh
 #   ONLY_TABLE=1 RUNS=... scripts/task1_multispectral.sh     # the tables of finished workdirs
 #   SEEDS=0 SPECIALIST_SEEDS=0 LONG_SEEDS=0 LONGER_SEEDS=0 LATE_SEEDS=0 POOL_SEEDS=0
-#   LONG_SPECIALIST_SEEDS=0   one seed of each (default 0 1 2; LATE60_SEEDS 0 1, UNIFORM_SEEDS 0,
-#     COSINE_SEEDS 0, OTHER_SPECIALIST_SEEDS 0); LATE_SEEDS="0 1 2 3 4" POOL_SEEDS="0 1 2 3 4"
-#     adds the two seeds of README's noise check.
+#   LONG_SPECIALIST_SEEDS=0 OTHER_SPECIALIST_SEEDS=0   one seed of each (default 0 1 2;
+#     LATE60_SEEDS 0 1, UNIFORM_SEEDS 0, COSINE_SEEDS 0); LATE_SEEDS="0 1 2 3 4"
+#     POOL_SEEDS="0 1 2 3 4" adds the two seeds of README's noise check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-/work/task1_runs/multispectral}
@@ -78,10 +78,10 @@ for seed in ${LONG_SPECIALIST_SEEDS:-0 1 2}; do
     entries+=("spec60_${subset//+/_}_s$seed $NAIVE,specialist=$subset $LONG --config.seed=$seed")
   done
 done
-# And one for each of the other 25 subsets (seed 0): a specialist for every evaluated subset.
+# And for each of the other 25 subsets: a specialist for every evaluated subset.
 ALL_SUBSETS=$("$PY" -c "from minijax import channels
 print(' '.join(channels.all_subsets(channels.parse_names('R,G,B,NIR,SWIR'))))")
-for seed in ${OTHER_SPECIALIST_SEEDS:-0}; do
+for seed in ${OTHER_SPECIALIST_SEEDS:-0 1 2}; do
   for subset in $ALL_SUBSETS; do
     [[ " $LONG_SPECIALISTS " == *" $subset "* ]] && continue
     entries+=("spec60_${subset//+/_}_s$seed $NAIVE,specialist=$subset $LONG --config.seed=$seed")
