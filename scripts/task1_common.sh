@@ -30,9 +30,13 @@ _train() {
   return $rc
 }
 
-# train_all ENTRY...: every entry not done yet (and named in $ONLY, when set), then waits.
+# train_all ENTRY...: every entry not done yet (and named in $ONLY, when set), then waits. The
+# names of runs that failed go to TRAIN_FAILED; the tables are still made of the finished ones,
+# and report_failures at the end of a script makes it exit non-zero.
+TRAIN_FAILED=()
 train_all() {
-  local entry name config extra
+  local entry name config extra i
+  local pids=() names=()
   for entry in "$@"; do
     read -r name config extra <<<"$entry"
     [[ -n "${ONLY_TABLE:-}" || -f "$RUNS/$name/report/results.json" ]] && continue
@@ -41,9 +45,19 @@ train_all() {
     # The job inherits the locked fd and holds the slot until it ends; this shell lets go of it.
     # shellcheck disable=SC2086  # $extra: zero or more overrides.
     _train "$name" "$config" "${COMMON[@]}" ${extra:-} &
+    pids+=($!) names+=("$name")
     exec {SLOT_FD}>&-
   done
-  wait
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || TRAIN_FAILED+=("${names[$i]}")
+  done
+}
+
+# report_failures: one line naming the failed runs and their logs, and status 1, if any failed.
+report_failures() {
+  (( ${#TRAIN_FAILED[@]} == 0 )) && return 0
+  echo "failed runs (not in the tables; logs: $RUNS/NAME.log): ${TRAIN_FAILED[*]}" >&2
+  return 1
 }
 
 # finished NAME...: the comma-separated workdirs of the names that have a report.

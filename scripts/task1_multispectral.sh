@@ -148,3 +148,4 @@ if [[ -n $long && -n $long_specialists ]]; then
                  (( s > 0 )) && l="$l [seed $s]"; echo "$l"; done | paste -sd, -)" \
       --out="$RUNS/report_long" --nobench --stem_cost_sizes=
 fi
+report_failures

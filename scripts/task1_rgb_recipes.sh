@@ -53,3 +53,4 @@ list=$(IFS=,; echo "${existing[*]}") names=$(IFS=,; echo "${labels[*]}")
 "$PY" -m minijax.projects.task1.report --workdirs="$list" --out="$RUNS/report_val" --split=val \
     --set=data.synthetic.val_per_class=100 --nobench --labels="$names" --stem_cost_sizes=
 "$PY" -m minijax.projects.task1.report --workdirs="$list" --out="$RUNS/report" --labels="$names"
+report_failures
