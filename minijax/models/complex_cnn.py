@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from minijax.models import initializers
+from minijax.models import conv, initializers
 
 _PAD1 = ((1, 1), (1, 1))
 
@@ -32,7 +32,7 @@ class SpatialAttention(nn.Module):
         [jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)], axis=-1)
     pad = (self.kernel_size - 1) // 2
     fan_in = pooled.shape[-1] * self.kernel_size**2
-    gate = nn.Conv(1, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
+    gate = conv.Conv(1, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
                    use_bias=False, dtype=self.dtype,
                    **initializers.layer_init(self.weight_init, fan_in, use_bias=False))(pooled)
     return nn.sigmoid(gate)
@@ -48,7 +48,7 @@ class ResidualBlock5(nn.Module):
     width = x.shape[-1]
     out = x
     for i in range(5):
-      out = nn.Conv(width, (3, 3), padding=_PAD1, dtype=self.dtype, name=f"conv{i + 1}",
+      out = conv.Conv(width, (3, 3), padding=_PAD1, dtype=self.dtype, name=f"conv{i + 1}",
                     **initializers.layer_init(self.weight_init, 9 * width))(out)
       if i < 4:
         out = nn.relu(out)
@@ -74,10 +74,10 @@ class ComplexCNN(nn.Module):
       x = self.stem(features=64, kernel_size=3, strides=1, padding=1, use_bias=True,
                     dtype=self.dtype, name="stem")(x, **channels)
     else:
-      x = nn.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1",
+      x = conv.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1",
                   **inits(9 * x.shape[-1]))(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = nn.Conv(128, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv2",
+    x = conv.Conv(128, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv2",
                 **inits(9 * x.shape[-1]))(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = SpatialAttention(dtype=self.dtype, weight_init=self.weight_init,

@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from minijax.models import initializers
+from minijax.models import conv, initializers
 
 
 class ImprovedCNN(nn.Module):
@@ -31,7 +31,7 @@ class ImprovedCNN(nn.Module):
         x = self.stem(features=width, kernel_size=3, strides=1, padding=1, use_bias=True,
                       dtype=self.dtype, name="stem")(x, **channels)
       else:
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+        x = conv.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                     **initializers.layer_init(self.weight_init, 9 * x.shape[-1]))(x)
       x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))  # NHWC flatten; interop permutes torch's NCHW order.

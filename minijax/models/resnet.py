@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from minijax.models import initializers
+from minijax.models import conv, initializers
 
 
 class BasicBlock(nn.Module):
@@ -24,15 +24,15 @@ class BasicBlock(nn.Module):
   def __call__(self, x, train: bool = False):
     norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
                    dtype=self.dtype)
-    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv_layer = partial(conv.Conv, use_bias=False, dtype=self.dtype,
                    **initializers.resnet_conv_init(self.weight_init))
     residual = x
-    y = conv(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = conv_layer(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
-    y = conv(self.filters, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = conv_layer(self.filters, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
     y = norm(name="bn2")(y)
     if residual.shape != y.shape:
-      residual = conv(self.filters, (1, 1), (self.strides,) * 2, padding="VALID",
+      residual = conv_layer(self.filters, (1, 1), (self.strides,) * 2, padding="VALID",
                       name="downsample_conv")(residual)
       residual = norm(name="downsample_bn")(residual)
     return nn.relu(y + residual)
@@ -56,7 +56,7 @@ class ResNet(nn.Module):
       x = self.stem(features=self.width, kernel_size=7, strides=2, padding=3, use_bias=False,
                     dtype=self.dtype, name="stem")(x, **channels)
     else:
-      x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+      x = conv.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
                   dtype=self.dtype, name="conv1",
                   **initializers.resnet_conv_init(self.weight_init))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,

@@ -38,9 +38,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from minijax.channels import channel_ids, parse_names
+from minijax.models import conv
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 FUSIONS = ("early", "late")
@@ -211,7 +211,7 @@ class DynamicConvStem(nn.Module):
     return y
 
   def _conv(self, inputs, kernel):
-    return lax.conv_general_dilated(
+    return conv.conv_general_dilated(
         inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
         ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
 

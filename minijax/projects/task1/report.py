@@ -52,6 +52,7 @@ import numpy as np
 
 from minijax import channels, config as config_lib, evaluate, models, projects
 from minijax.data import pipeline
+from minijax.models import conv
 from minijax.projects import reporting
 from minijax.projects.task1 import stems
 
@@ -512,7 +513,7 @@ def stem_costs(config, sizes=(32, 256)) -> list[dict]:
   geometry = stems.first_conv_geometry(config)
   names = channels.parse_names(config.data.channels)
   k, stride, pad = geometry["kernel_size"], geometry["strides"], geometry["padding"]
-  plain = nn.Conv(geometry["features"], (k, k), strides=(stride, stride),
+  plain = conv.Conv(geometry["features"], (k, k), strides=(stride, stride),
                   padding=((pad, pad), (pad, pad)), use_bias=geometry["use_bias"])
   naive_model = models.create(config.model, config.data.num_classes, exclude=stems.CONFIG_KEYS)
   dynamic_config = ml_collections.ConfigDict(config.to_dict())

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minijax import channels, models
+from minijax.models import conv
 from minijax.projects.task1.dynamic_conv import DynamicConvStem
 
 STEMS = ("conv", "dynamic", "adapter")
@@ -78,7 +79,7 @@ class ChannelAdapter(nn.Module):
                        "channels")
     pad = self.kernel_size // 2
     sizes = adapter_sizes(self.data_channels)
-    adapters = {n: nn.Conv(3, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
+    adapters = {n: conv.Conv(3, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
                            kernel_init=_seed_mapping_init(n), dtype=self.dtype,
                            name=f"adapter_{n}to3") for n in sizes}
     adapt = lambda n: (adapters[n](x[..., :n]).astype(x.dtype)  # noqa: E731

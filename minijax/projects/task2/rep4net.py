@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minijax.models import conv
+
 BN_EPSILON = 1e-5
 
 
@@ -75,7 +77,7 @@ class RepConv(nn.Module):
   def __call__(self, x, train: bool = False):
     size = self.kernel_size
     if self.deploy:
-      return nn.Conv(self.features, (size, size), padding=_padding(size), use_bias=True,
+      return conv.Conv(self.features, (size, size), padding=_padding(size), use_bias=True,
                      dtype=self.dtype, name="fused")(x)
     norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
                    dtype=self.dtype)
@@ -85,7 +87,7 @@ class RepConv(nn.Module):
       if span > size or (size - span) % 2:
         raise ValueError(f"branch {kernel}x{kernel} dilation {dilation} does not centre in "
                          f"{size}x{size}")
-      y = nn.Conv(self.features, (kernel, kernel), kernel_dilation=(dilation, dilation),
+      y = conv.Conv(self.features, (kernel, kernel), kernel_dilation=(dilation, dilation),
                   padding=_padding(kernel, dilation), use_bias=False, dtype=self.dtype,
                   name=_branch_name(kernel, dilation))(x)
       y = norm(name="bn_" + _branch_name(kernel, dilation))(y)
@@ -150,12 +152,12 @@ class Rep4Net(nn.Module):
     x = x.astype(self.dtype)
     pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
     (n1, w1, k1, b1, i1), (n2, w2, k2, b2, i2), (n3, w3, k3, b3, i3) = self.layer_specs()
-    conv = partial(RepConv, deploy=self.deploy, dtype=self.dtype)
-    a1 = pool(nn.relu(conv(w1, k1, b1, i1, name=n1)(x, train)))
-    a2 = pool(nn.relu(conv(w2, k2, b2, i2, name=n2)(a1, train)))
+    rep_conv = partial(RepConv, deploy=self.deploy, dtype=self.dtype)
+    a1 = pool(nn.relu(rep_conv(w1, k1, b1, i1, name=n1)(x, train)))
+    a2 = pool(nn.relu(rep_conv(w2, k2, b2, i2, name=n2)(a1, train)))
     skip1 = nn.avg_pool(a1, (2, 2), strides=(2, 2))[:, :a2.shape[1], :a2.shape[2]]
     x3 = jnp.concatenate([a2, skip1], -1) if self.dense else a2
-    a3 = nn.relu(conv(w3, k3, b3, i3, name=n3)(x3, train))
+    a3 = nn.relu(rep_conv(w3, k3, b3, i3, name=n3)(x3, train))
     x4 = jnp.concatenate([a3, x3], -1) if self.dense else a3
     x4 = nn.Dropout(self.dropout_rate, deterministic=not train)(x4)
     logits = AttentionClassifier(self.num_classes, self.attention, self.heads, self.head_dim,
