@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Task 2 at full scale (issue #28): the whole of Fashion-MNIST (55,000 train, 5,000 val, 10,000
+# test), the default recipe and 15 epochs for every model, one run at a time.
+#
+#   nohup bash scripts/task2_full.sh > workdirs/task2_full/plan.log 2>&1 &
+#   RUNS="resnet34 rep4net_s0" bash scripts/task2_full.sh      # a subset of the plan, in order
+#
+# The plan, in the order it runs (RUNS overrides it). Each run is resumable: rerunning this script
+# resumes a stopped run from its latest checkpoint and skips finished ones (a report/results.json
+# in the workdir). After each run the comparison report over every finished run is rewritten to
+# minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command and commit
+# of each run) for the maintainer to commit, so a lost workdir loses at most one run.
+#   resnet34      ResNet34, Task 2 recipe, seed 0        (~35-45 min on a quiet 2-core CPU)
+#   rep4net_s0    Rep4Net, Task 2 recipe, seed 0         (~45 min)
+#   rep4net_s1    seed 1
+#   rep4net_s2    seed 2
+#   complexcnn    the seed's Task 2 answer, Task 2 recipe
+#   rep4net_seedrecipe  Rep4Net with the seed's recipe (:seed)
+set -u
+cd "$(dirname "$0")/.."
+ROOT=${TASK2_WORKDIRS:-workdirs/task2_full}
+OUT=${TASK2_RESULTS:-minijax/projects/task2/results/full}
+RUNS=${RUNS:-resnet34 rep4net_s0 rep4net_s1 rep4net_s2 complexcnn rep4net_seedrecipe}
+DATA="--config.data.tfds_name=fashion_mnist_idx/28px"
+mkdir -p "$ROOT" "$OUT"
+
+config_of() {
+  case "$1" in
+    resnet34) echo "configs/task2_fashion_mnist.py:resnet34" ;;
+    rep4net_s0) echo "configs/task2_fashion_mnist.py:rep4net --config.seed=0" ;;
+    rep4net_s1) echo "configs/task2_fashion_mnist.py:rep4net --config.seed=1" ;;
+    rep4net_s2) echo "configs/task2_fashion_mnist.py:rep4net --config.seed=2" ;;
+    complexcnn) echo "configs/task2_fashion_mnist.py:complexcnn" ;;
+    rep4net_seedrecipe) echo "configs/task2_fashion_mnist.py:rep4net,seed" ;;
+    *) echo "unknown run $1" >&2; return 1 ;;
+  esac
+}
+
+python -m minijax.tools.prepare --fashion_mnist >/dev/null || { echo "prepare failed"; exit 1; }
+failed=()
+for run in $RUNS; do
+  config=$(config_of "$run") || exit 1
+  workdir="$ROOT/$run"
+  if [ -f "$workdir/report/results.json" ]; then
+    echo "$(date -u +%FT%TZ) $run: finished before, skipped"
+    continue
+  fi
+  echo "$(date -u +%FT%TZ) $run: python -m minijax.main --config=$config --workdir=$workdir"
+  start=$(date +%s)
+  # shellcheck disable=SC2086  # $config holds the config path and its overrides.
+  python -m minijax.main --config=$config $DATA --workdir="$workdir" --config.progress_bar=False \
+      > "$workdir.log" 2>&1
+  rc=$?
+  echo "$(date -u +%FT%TZ) $run: rc=$rc after $(( $(date +%s) - start )) s (log $workdir.log)"
+  if [ "$rc" -ne 0 ]; then failed+=("$run"); continue; fi
+  printf '%s\n' "python -m minijax.main --config=$config $DATA --workdir=$workdir" \
+      > "$workdir/command.txt"
+  git rev-parse HEAD > "$workdir/commit.txt"
+  finished=$(ls -d "$ROOT"/*/report/results.json 2>/dev/null | xargs -r -n1 dirname \
+             | xargs -r -n1 dirname | paste -sd, -)
+  python -m minijax.projects.task2.report --workdirs="$finished" --out="$OUT" \
+      --latency_runs=10 > "$OUT/report.log" 2>&1 \
+      && echo "$(date -u +%FT%TZ) report over $finished -> $OUT" \
+      || echo "$(date -u +%FT%TZ) report failed: $OUT/report.log"
+done
+if [ "${#failed[@]}" -gt 0 ]; then echo "failed runs: ${failed[*]}"; exit 1; fi
