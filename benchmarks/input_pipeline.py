@@ -27,7 +27,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from minijax.data import imagelist, synthetic
+from minijax.data import listfile, synthetic
 
 
 
@@ -176,7 +176,7 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     work = pathlib.Path(args.work_dir or tmp)
     root = write_jpeg_root(work, args.images, args.size)
-    entries = imagelist.read_split(root, "train", 10)
+    entries = listfile.read_split(root, "train", 10)
     print(f"{len(entries)} train JPEGs of {args.size}x{args.size} in {root}; "
           f"{len(os.sched_getaffinity(0))} CPU cores; batch {args.batch_size}", flush=True)
 

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
 from minijax.config import ConfigError
 from minijax.data import pipeline
-from minijax.data.imagelist import DataError
+from minijax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)

@@ -22,7 +22,8 @@ import numpy as np
 import PIL
 import tqdm
 
-from minijax.data import image_store, imagelist, listcheck
+from minijax.data import dataset_spec, image_store, listcheck
+from minijax.data.errors import DataError
 
 CACHE_FORMAT = 2  # 2: C channels and uint16 (the spec is part of the fingerprint).
 DEFAULT_CHUNK_SIZE = 256  # 256 images of 256x256x3 = 48 MiB per chunk file.
@@ -34,7 +35,7 @@ class Chunk:
   index: int
   entries: tuple[listcheck.Entry, ...]
   fingerprint: str
-  spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+  spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec()
 
   @property
   def stem(self) -> str:
@@ -43,7 +44,7 @@ class Chunk:
 
 def plan_chunks(store: image_store.Store, split: str, entries: Sequence[listcheck.Entry],
                 image_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
-                spec: imagelist.ChannelSpec = imagelist.ChannelSpec()) -> list[Chunk]:
+                spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec()) -> list[Chunk]:
   if chunk_size < 1:
     raise ValueError(f"chunk_size={chunk_size} must be positive")
   chunks = []
@@ -113,18 +114,18 @@ def load_chunk(cache_dir: pathlib.Path, chunk: Chunk
     meta = json.loads(marker.read_text())
     images = np.load(images_path, mmap_mode="r")
   except (OSError, ValueError) as e:
-    raise imagelist.DataError(f"decode cache chunk {images_path} is unreadable ({e}); delete "
-                              f"{cache_dir} and prepare again") from e
+    raise DataError(f"decode cache chunk {images_path} is unreadable ({e}); delete "
+                    f"{cache_dir} and prepare again") from e
   kept = [listcheck.Entry(path, label, line) for path, label, line in meta["kept"]]
   problems = [listcheck.Problem(chunk.split, path, line, reason)
               for path, line, reason in meta["problems"]]
   spec = chunk.spec
   if (images.ndim != 4 or images.shape[0] != len(kept) or images.shape[3] != spec.num_channels
       or images.dtype != spec.dtype):
-    raise imagelist.DataError(f"decode cache chunk {images_path} holds {images.shape} "
-                              f"{images.dtype}, expected {len(kept)} {spec.dtype} images of "
-                              f"{spec.num_channels} channels; delete {cache_dir} and prepare "
-                              "again")
+    raise DataError(f"decode cache chunk {images_path} holds {images.shape} "
+                    f"{images.dtype}, expected {len(kept)} {spec.dtype} images of "
+                    f"{spec.num_channels} channels; delete {cache_dir} and prepare "
+                    "again")
   return images, kept, problems
 
 
@@ -137,7 +138,7 @@ def _decode_and_save(store: image_store.Store, cache_dir: pathlib.Path, image_si
   for entry in chunk.entries:
     try:
       images[len(kept)] = store.decode(entry.path, image_size, spec)
-    except imagelist.DataError as e:
+    except DataError as e:
       problems.append((entry.path, entry.line, str(e).removeprefix(f"{entry.path}: ")))
     except Exception as e:  # pylint: disable=broad-except
       # One odd file must not abort a build of 63k; the report names it, and the caller fails

@@ -1,8 +1,8 @@
 """Lenient image-list checking: every bad line or file is collected as a Problem, never raised.
 
-imagelist.read_split fails on the first bad line, which is right for training; preparing a dataset
-instead skips bad entries and reports them all at once. The per-line rules are imagelist's own
-(`imagelist.parse_line`, the same duplicate and BOM handling), so a list that read_split accepts
+listfile.read_split fails on the first bad line, which is right for training; preparing a dataset
+instead skips bad entries and reports them all at once. The per-line rules are listfile's own
+(`listfile.parse_line`, the same duplicate and BOM handling), so a list that read_split accepts
 yields no problems here, and each line read_split would reject is one problem here.
 """
 import dataclasses
@@ -10,7 +10,8 @@ import os
 import pathlib
 from typing import Callable, Iterable, Sequence
 
-from minijax.data import imagelist
+from minijax.data import listfile
+from minijax.data.errors import DataError, PathLike
 
 REPORT_HEADER = ("split", "path", "line", "reason")
 
@@ -32,7 +33,7 @@ class Problem:
   reason: str
 
 
-def scan_split(root: imagelist.PathLike, split: str, num_classes: int, *,
+def scan_split(root: PathLike, split: str, num_classes: int, *,
                check_files: bool = True) -> tuple[list[Entry], list[Problem]]:
   """(good entries, problems) of the split's list file under `root`.
 
@@ -40,7 +41,7 @@ def scan_split(root: imagelist.PathLike, split: str, num_classes: int, *,
   build before any work, as nothing of the split could be built. With check_files, a listed file
   that does not exist is a problem too (one stat per entry: cheap next to decoding it).
   """
-  list_file = imagelist.find_split_file(root, split)
+  list_file = listfile.find_split_file(root, split)
   root = pathlib.Path(root)
   exists = (lambda path: (root / path).is_file()) if check_files else None
   return scan_list_text(read_list_text(list_file), split=split, num_classes=num_classes,
@@ -49,9 +50,9 @@ def scan_split(root: imagelist.PathLike, split: str, num_classes: int, *,
 
 def read_list_text(list_file: pathlib.Path) -> str:
   try:
-    return list_file.read_text(encoding="utf-8-sig")  # -sig: as imagelist, tolerate a BOM.
+    return list_file.read_text(encoding="utf-8-sig")  # -sig: as listfile, tolerate a BOM.
   except (OSError, UnicodeDecodeError) as e:
-    raise imagelist.DataError(f"{list_file}: cannot read list file: {e}") from e
+    raise DataError(f"{list_file}: cannot read list file: {e}") from e
 
 
 def decode_list_bytes(data: bytes, name: str) -> str:
@@ -59,7 +60,7 @@ def decode_list_bytes(data: bytes, name: str) -> str:
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    raise imagelist.DataError(f"{name}: cannot read list file: {e}") from e
+    raise DataError(f"{name}: cannot read list file: {e}") from e
 
 
 def scan_list_text(text: str, *, split: str, num_classes: int,
@@ -81,8 +82,8 @@ def scan_list_text(text: str, *, split: str, num_classes: int,
       continue
     any_line = True
     try:
-      path, label = imagelist.parse_line(line, num_classes)
-    except imagelist.DataError as e:
+      path, label = listfile.parse_line(line, num_classes)
+    except DataError as e:
       fields = line.split()
       problems.append(Problem(split, fields[0] if fields else line.strip(), lineno, str(e)))
       continue
@@ -97,7 +98,7 @@ def scan_list_text(text: str, *, split: str, num_classes: int,
       continue
     entries.append(Entry(path, label, lineno))
   if not any_line:
-    raise imagelist.DataError(f"list file of split {split!r} has no entries")
+    raise DataError(f"list file of split {split!r} has no entries")
   return entries, problems
 
 
@@ -118,7 +119,7 @@ def write_report(path: pathlib.Path, problems: Iterable[Problem]) -> None:
 def read_report(path: pathlib.Path) -> list[Problem]:
   lines = path.read_text(encoding="utf-8").splitlines()
   if not lines or tuple(lines[0].split("\t")) != REPORT_HEADER:
-    raise imagelist.DataError(f"{path}: not a skip report (header {lines[:1]})")
+    raise DataError(f"{path}: not a skip report (header {lines[:1]})")
   problems = []
   for row in lines[1:]:
     split, file_path, line, reason = row.split("\t", 3)

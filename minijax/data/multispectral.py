@@ -5,7 +5,7 @@ show whether a model uses bands beyond them. Here part of every label is only in
 
 Layout, as minijax.data.synthetic: images/n{class:08d}/n{class:08d}_{k}.{npy,tif},
 train.txt / val.txt / test.txt, dataset.json (channels, dtype and the train split's per-channel
-mean/std, see imagelist.DECLARATION) and multispectral.json (the parameters) written last; built
+mean/std, see dataset_spec.DECLARATION) and multispectral.json (the parameters) written last; built
 next to the root, then renamed into place. Files are (H, W, 5) .npy arrays, or TIFFs written with
 tifffile in three layouts in turn (interleaved samples, separate planes, one page per band), plain
 or deflate-compressed, so that every reader path is exercised. Sizes vary; readers squash them.
@@ -33,7 +33,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from minijax.data import generated, imagelist
+from minijax.data import channel_stats, dataset_spec, generated
 
 FORMAT_VERSION = 1
 MANIFEST = "multispectral.json"
@@ -78,7 +78,7 @@ def write_multispectral_dataset(root, *, num_shapes: int = 3, train_per_class: i
     mean, std = _write_files(tmp, params).mean_std()
     declaration = {"channels": list(CHANNELS), "dtype": dtype, "mean": list(mean),
                    "std": list(std), "stats_split": "train", "stats_note": "at the stored sizes"}
-    (tmp / imagelist.DECLARATION).write_text(json.dumps(declaration, indent=2) + "\n")
+    (tmp / dataset_spec.DECLARATION).write_text(json.dumps(declaration, indent=2) + "\n")
 
   return generated.write_once(root, manifest, MANIFEST, "multispectral", write)
 
@@ -142,12 +142,12 @@ def _checked_params(**params) -> dict:
   return params
 
 
-def _write_files(out: pathlib.Path, params: dict) -> imagelist.ChannelStats:
+def _write_files(out: pathlib.Path, params: dict) -> channel_stats.ChannelStats:
   """Writes images and lists; returns the train split's channel statistics."""
   count = num_classes(params["num_shapes"])
   counts = [params["train_per_class"], params["val_per_class"], params["test_per_class"]]
   extension = _EXTENSIONS[params["file_format"]]
-  stats = imagelist.ChannelStats(len(CHANNELS), params["dtype"])
+  stats = channel_stats.ChannelStats(len(CHANNELS), params["dtype"])
   for c in range(count):
     (out / "images" / f"n{c:08d}").mkdir(parents=True)
   for split_id, (_, list_name) in enumerate(SPLITS):
@@ -173,7 +173,7 @@ def _save(pixels: np.ndarray, path: pathlib.Path, file_format: str, index: int) 
   if file_format == "npy":
     np.save(path, pixels, allow_pickle=False)
     return
-  # Imported here: only the TIFF variant needs tifffile (see imagelist._read_tiff).
+  # Imported here: only the TIFF variant needs tifffile (see decoding._read_tiff).
   import tifffile  # pylint: disable=import-outside-toplevel
   planar, photometric, pages = _TIFF_LAYOUTS[index % len(_TIFF_LAYOUTS)]
   compression = "zlib" if (index // len(_TIFF_LAYOUTS)) % 2 else None  # Built into tifffile.

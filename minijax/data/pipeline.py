@@ -21,7 +21,9 @@ import grain
 import numpy as np
 
 from minijax.config import IMAGENET_MEAN, IMAGENET_STD
-from minijax.data import imagelist, listcheck, multispectral, order, synthetic, verify
+from minijax.data import (dataset_spec, imagelist, listcheck, multispectral, order, synthetic,
+                          verify)
+from minijax.data.errors import DataError
 
 try:  # grain internals, only to build a worker's batch in shared memory (saves a copy of it).
   from grain._src.python.dataset.transformations.process_prefetch import is_in_worker_process
@@ -134,13 +136,13 @@ def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
   if data_config.name == "tfds":
     stats = _tfds_source().dataset_stats(data_config.tfds_name, data_config.data_dir or None)
   else:
-    stats = imagelist.dataset_stats(_open_source(data_config, "train"))
+    stats = dataset_spec.dataset_stats(_open_source(data_config, "train"))
   if stats is not None:
     return tuple(stats["mean"]), tuple(stats["std"])
-  if imagelist.parse_channels(data_config.channels) == imagelist.DEFAULT_CHANNELS:
+  if dataset_spec.parse_channels(data_config.channels) == dataset_spec.DEFAULT_CHANNELS:
     return IMAGENET_MEAN, IMAGENET_STD
-  raise imagelist.DataError(f"the {data_config.name} dataset records no channel statistics for "
-                            f"{data_config.channels}: set config.input.mean and config.input.std")
+  raise DataError(f"the {data_config.name} dataset records no channel statistics for "
+                  f"{data_config.channels}: set config.input.mean and config.input.std")
 
 
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,

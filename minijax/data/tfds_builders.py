@@ -14,10 +14,11 @@
 Image-list builds decode in worker processes into a resumable chunk cache (decode_cache) under
 <data_dir>/downloads, then TFDS writes array_record files from the chunks. TFDS writes into an
 `incomplete.*` folder and renames it when done, so a half-built dataset is never visible. Skipped
-entries go to skipped.tsv inside the dataset folder, and channel_stats.json (imagelist.STATS_FILE:
-channel names, dtype, and the per-channel mean/std of the stored train pixels in [0, 1] units)
-beside dataset_info.json: a file of our own rather than TFDS metadata, so a reader needs neither
-the builders nor TFDS to get it (imagelist.dataset_stats). No TensorFlow is needed.
+entries go to skipped.tsv inside the dataset folder, and channel_stats.json
+(dataset_spec.STATS_FILE: channel names, dtype, and the per-channel mean/std of the stored train
+pixels in [0, 1] units) beside dataset_info.json: a file of our own rather than TFDS metadata, so a
+reader needs neither the builders nor TFDS to get it (dataset_spec.dataset_stats). No TensorFlow
+is needed.
 """
 import contextlib
 import dataclasses
@@ -36,7 +37,9 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from tensorflow_datasets.core import file_adapters
 
-from minijax.data import decode_cache, image_store, imagelist, listcheck, multispectral, synthetic
+from minijax.data import (channel_stats, dataset_spec, decode_cache, image_store, listcheck,
+                          multispectral, synthetic)
+from minijax.data.errors import DataError, PathLike
 
 SPLITS = ("train", "val", "test")
 REPORT_NAME = "skipped.tsv"
@@ -61,7 +64,7 @@ class ImageListConfig(tfds.core.BuilderConfig):
   num_classes: int = IMAGENET_MINI_CLASSES
   synthetic_params: dict | None = None  # Only for minijax_synthetic: write_synthetic_dataset args.
   # What the stored images hold; the source's dataset.json must agree (checked at build time).
-  spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+  spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec()
   multispectral_params: dict | None = None  # Only for minijax_multispectral.
 
   def __repr__(self) -> str:  # TFDS logs custom configs; the dataclass repr is a screenful.
@@ -70,7 +73,7 @@ class ImageListConfig(tfds.core.BuilderConfig):
             f"dtype={self.spec.dtype})")
 
 
-def _size_config(image_size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec(),
+def _size_config(image_size: int, spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec(),
                  name: str | None = None, **kwargs) -> ImageListConfig:
   """Named <S>px plus the spec's suffix, unless `name` is given."""
   layout = ",".join(spec.channels) + (" + alpha" if spec.keep_alpha else "")
@@ -79,9 +82,9 @@ def _size_config(image_size: int, spec: imagelist.ChannelSpec = imagelist.Channe
                          f"channels {layout}, {spec.dtype}.", **kwargs)
 
 
-def spec_suffix(spec: imagelist.ChannelSpec) -> str:
+def spec_suffix(spec: dataset_spec.ChannelSpec) -> str:
   """'' for R,G,B uint8; else e.g. '_R-G-B-NIR_uint16' (config names allow letters, digits, _ -)."""
-  if spec == imagelist.ChannelSpec():
+  if spec == dataset_spec.ChannelSpec():
     return ""
   suffix = "_" + "-".join(spec.channels)
   if spec.dtype != "uint8":
@@ -123,7 +126,7 @@ class _UncompressedWriteMixin:
       return super()._download_and_prepare(dl_manager, download_config)
 
 
-def _pixels_feature(size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+def _pixels_feature(size: int, spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec()
                     ) -> tfds.features.Tensor:
   """(size, size, C) of uint8 or uint16 stored as one raw byte string (little-endian, as numpy
   writes it here; TFDS reads it back with np.frombuffer).
@@ -155,7 +158,7 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
                "split's per-channel mean/std. R,G,B records are byte-identical to 1.0.0's.",
   }
 
-  def __init__(self, *, source: imagelist.PathLike | None = None, num_workers: int | None = None,
+  def __init__(self, *, source: PathLike | None = None, num_workers: int | None = None,
                strict: bool = False, chunk_size: int = decode_cache.DEFAULT_CHUNK_SIZE,
                progress: bool = True, **kwargs):
     """source: images.zip or the data folder; num_workers: decoding processes (default: all
@@ -196,9 +199,9 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
     store = self._open_store(dl_manager)
     spec = config.spec
     # The data must not contradict the config (and so the feature): a DataError names both.
-    imagelist.resolve_spec(store.declaration(), channels=spec.channels, dtype=spec.dtype,
-                           keep_alpha=spec.keep_alpha,
-                           where=f"{imagelist.DECLARATION} of {store!r}")
+    dataset_spec.resolve_spec(store.declaration(), channels=spec.channels, dtype=spec.dtype,
+                              keep_alpha=spec.keep_alpha,
+                           where=f"{dataset_spec.DECLARATION} of {store!r}")
     # 1. Every list, before any decoding: split-level errors and --strict fail in seconds.
     entries: dict[str, list[listcheck.Entry]] = {}
     list_problems: list[listcheck.Problem] = []
@@ -209,7 +212,7 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
       list_problems += problems
     cache_dir = self.decode_cache_dir(dl_manager.download_dir)
     if self._strict and list_problems:
-      raise imagelist.DataError(self._strict_message(list_problems, cache_dir, "in the lists"))
+      raise DataError(self._strict_message(list_problems, cache_dir, "in the lists"))
     image_bytes = config.image_size ** 2 * spec.num_channels * np.dtype(spec.dtype).itemsize
     _warn_if_low_disk(sum(map(len, entries.values())) * image_bytes,
                       [cache_dir, pathlib.Path(self.data_dir_root)])
@@ -220,7 +223,7 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
                                config.image_size, self._num_workers, progress=self._progress)
     decode_problems = []
     kept = {}
-    stats = imagelist.ChannelStats(spec.num_channels, spec.dtype)
+    stats = channel_stats.ChannelStats(spec.num_channels, spec.dtype)
     for split in SPLITS:
       kept[split] = 0
       for chunk in chunks[split]:
@@ -232,12 +235,12 @@ class _ImageListBuilder(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder
             stats.update(np.asarray(images[start:start + 16]))
     self.problems = _sorted(list_problems + decode_problems)
     if self._strict and decode_problems:
-      raise imagelist.DataError(self._strict_message(self.problems, cache_dir, "after decoding"))
+      raise DataError(self._strict_message(self.problems, cache_dir, "after decoding"))
     for split in SPLITS:
       if not kept[split]:
-        raise imagelist.DataError(f"split {split!r}: none of its {len(entries[split])} listed "
-                                  f"images could be used: "
-                                  f"{self._strict_message(self.problems, cache_dir, 'in all')}")
+        raise DataError(f"split {split!r}: none of its {len(entries[split])} listed "
+                        f"images could be used: "
+                        f"{self._strict_message(self.problems, cache_dir, 'in all')}")
     # self.data_path is TFDS's incomplete.* folder here: the report is renamed in with the data.
     listcheck.write_report(self.data_path / REPORT_NAME, self.problems)
     write_channel_stats(self.data_path, spec, stats)
@@ -282,7 +285,7 @@ class ImagenetMini(_ImageListBuilder):
     try:
       manual_dir = pathlib.Path(dl_manager.manual_dir)
     except AssertionError as e:  # Missing or empty; the message holds the instructions.
-      raise imagelist.DataError(f"no --source given and {e}") from e
+      raise DataError(f"no --source given and {e}") from e
     return _manual_store(manual_dir)
 
 
@@ -294,8 +297,9 @@ def _manual_store(manual_dir: pathlib.Path) -> image_store.Store:
   return image_store.open_store(manual_dir)
 
 
-def source_spec(source: imagelist.PathLike | None, manual_dir: pathlib.Path, *, channels=None,
-                dtype: str | None = None, keep_alpha: bool | None = None) -> imagelist.ChannelSpec:
+def source_spec(source: PathLike | None, manual_dir: pathlib.Path, *, channels=None,
+                dtype: str | None = None, keep_alpha: bool | None = None
+                ) -> dataset_spec.ChannelSpec:
   """What an image-list source holds: its dataset.json, with the given values filling in what it
   leaves out (and a DataError where they contradict it). Needed before the builder exists: the
   config, and so the stored feature, depends on it."""
@@ -306,9 +310,9 @@ def source_spec(source: imagelist.PathLike | None, manual_dir: pathlib.Path, *, 
   else:
     store = None  # The build fails later, saying where to put the data.
   declaration = store.declaration() if store is not None else None
-  return imagelist.resolve_spec(declaration, channels=channels, dtype=dtype,
-                                keep_alpha=keep_alpha,
-                                where=f"{imagelist.DECLARATION} of {store!r}")
+  return dataset_spec.resolve_spec(declaration, channels=channels, dtype=dtype,
+                                   keep_alpha=keep_alpha,
+                                where=f"{dataset_spec.DECLARATION} of {store!r}")
 
 
 class MinijaxSynthetic(_ImageListBuilder):
@@ -328,8 +332,8 @@ class MinijaxMultispectral(_ImageListBuilder):
   """The embedded multispectral set (minijax.data.multispectral): R, G, B, NIR, SWIR, decoded."""
 
   BUILDER_CONFIGS = [_size_config(
-      32, spec=imagelist.ChannelSpec(multispectral.CHANNELS,
-                                     multispectral.default_params()["dtype"]),
+      32, spec=dataset_spec.ChannelSpec(multispectral.CHANNELS,
+                                        multispectral.default_params()["dtype"]),
       name="32px", num_classes=multispectral.num_classes(), multispectral_params={})]
 
   def _open_store(self, dl_manager):
@@ -339,11 +343,12 @@ class MinijaxMultispectral(_ImageListBuilder):
     return image_store.DirectoryStore(root)
 
 
-def imagenet_mini_config(image_size: int, spec: imagelist.ChannelSpec = imagelist.ChannelSpec()
+def imagenet_mini_config(image_size: int,
+                         spec: dataset_spec.ChannelSpec = dataset_spec.ChannelSpec()
                          ) -> ImageListConfig | str:
   """The config for `image_size` and `spec`: a predefined name (R,G,B at the usual sizes), or a
   custom config, named <S>px plus spec_suffix(spec)."""
-  if image_size in IMAGENET_MINI_SIZES and spec == imagelist.ChannelSpec():
+  if image_size in IMAGENET_MINI_SIZES and spec == dataset_spec.ChannelSpec():
     return f"{image_size}px"
   return _size_config(image_size, spec)
 
@@ -361,20 +366,20 @@ def multispectral_config(image_size: int, **params) -> ImageListConfig | str:
   name = f"{image_size}px"
   if full != defaults:
     name += "_" + hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
-  spec = imagelist.ChannelSpec(multispectral.CHANNELS, full["dtype"])
+  spec = dataset_spec.ChannelSpec(multispectral.CHANNELS, full["dtype"])
   return _size_config(image_size, spec, name=name,
                       num_classes=multispectral.num_classes(full["num_shapes"]),
                       multispectral_params=params)
 
 
-def write_channel_stats(folder: pathlib.Path, spec: imagelist.ChannelSpec,
-                        stats: imagelist.ChannelStats) -> None:
+def write_channel_stats(folder: pathlib.Path, spec: dataset_spec.ChannelSpec,
+                        stats: channel_stats.ChannelStats) -> None:
   """channel_stats.json: the spec and the train split's per-channel mean/std ([0, 1] units)."""
   mean, std = stats.mean_std()
   record = {**spec.to_json(), "mean": list(mean), "std": list(std), "split": "train",
             "pixels_per_channel": stats.count,
             "units": f"pixel / {spec.max_value}, population std over all stored train pixels"}
-  (pathlib.Path(folder) / imagelist.STATS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+  (pathlib.Path(folder) / dataset_spec.STATS_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def synthetic_config(image_size: int, **params) -> ImageListConfig | str:
@@ -409,7 +414,7 @@ class FashionMnistIdx(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder):
   t10k-labels-idx1-ubyte (each optionally .gz) in a folder and pass it as --source.
   """
 
-  def __init__(self, *, source: imagelist.PathLike | None = None, **kwargs):
+  def __init__(self, *, source: PathLike | None = None, **kwargs):
     self._source = source
     self.problems: list[listcheck.Problem] = []  # Always empty: IDX files are all or nothing.
     kwargs.setdefault("file_format", "array_record")
@@ -439,8 +444,8 @@ class FashionMnistIdx(_UncompressedWriteMixin, tfds.core.GeneratorBasedBuilder):
     train_images, train_labels = _read_idx_pair(files["train-images"], files["train-labels"])
     test_images, test_labels = _read_idx_pair(files["t10k-images"], files["t10k-labels"])
     if len(train_images) <= FASHION_MNIST_VAL_SIZE:
-      raise imagelist.DataError(f"{files['train-images']}: {len(train_images)} images; need more "
-                                f"than the {FASHION_MNIST_VAL_SIZE} of the val split")
+      raise DataError(f"{files['train-images']}: {len(train_images)} images; need more "
+                      f"than the {FASHION_MNIST_VAL_SIZE} of the val split")
     cut = len(train_images) - FASHION_MNIST_VAL_SIZE
     listcheck.write_report(self.data_path / REPORT_NAME, [])
     train_name, test_name = files["train-images"].name, files["t10k-images"].name
@@ -471,15 +476,15 @@ def find_idx_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     else:
       missing.append(candidates[0].name + "[.gz]")
   if missing:
-    raise imagelist.DataError(f"{folder}: missing Fashion-MNIST IDX files {missing}. "
-                              f"{FashionMnistIdx.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise DataError(f"{folder}: missing Fashion-MNIST IDX files {missing}. "
+                    f"{FashionMnistIdx.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   return found
 
 
 def is_idx_folder(folder: pathlib.Path) -> bool:
   try:
     find_idx_files(folder)
-  except imagelist.DataError:
+  except DataError:
     return False
   return True
 
@@ -492,15 +497,15 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
     if data[:2] == b"\x1f\x8b":
       data = gzip.decompress(data)
   except (OSError, EOFError) as e:
-    raise imagelist.DataError(f"{path}: cannot read IDX file: {e}") from e
+    raise DataError(f"{path}: cannot read IDX file: {e}") from e
   if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-    raise imagelist.DataError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4]!r})")
+    raise DataError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4]!r})")
   ndim = data[3]
   header = 4 + 4 * ndim
   shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
   if len(data) != header + int(np.prod(shape)):
-    raise imagelist.DataError(f"{path}: {len(data) - header} data bytes, header declares "
-                              f"shape {shape}")
+    raise DataError(f"{path}: {len(data) - header} data bytes, header declares "
+                    f"shape {shape}")
   return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
@@ -508,13 +513,13 @@ def _read_idx_pair(images_path: pathlib.Path, labels_path: pathlib.Path
                    ) -> tuple[np.ndarray, np.ndarray]:
   images, labels = read_idx(images_path), read_idx(labels_path)
   if images.ndim != 3 or images.shape[1:] != (28, 28):
-    raise imagelist.DataError(f"{images_path}: shape {images.shape}, expected (N, 28, 28)")
+    raise DataError(f"{images_path}: shape {images.shape}, expected (N, 28, 28)")
   if labels.shape != (len(images),):
-    raise imagelist.DataError(f"{labels_path}: shape {labels.shape}, expected "
-                              f"({len(images)},) to match {images_path.name}")
+    raise DataError(f"{labels_path}: shape {labels.shape}, expected "
+                    f"({len(images)},) to match {images_path.name}")
   if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
-    raise imagelist.DataError(f"{labels_path}: label {labels.max()} out of range "
-                              f"[0, {len(FASHION_MNIST_CLASSES)})")
+    raise DataError(f"{labels_path}: label {labels.max()} out of range "
+                    f"[0, {len(FASHION_MNIST_CLASSES)})")
   return images, labels
 
 

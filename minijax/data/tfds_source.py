@@ -13,7 +13,8 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from minijax.data import imagelist
+from minijax.data import dataset_spec
+from minijax.data.errors import DataError
 
 
 def default_data_dir() -> str:
@@ -54,18 +55,18 @@ def open_builder(tfds_name: str, data_dir: str | None = None) -> tfds.core.Datas
   try:
     builder = tfds.builder(tfds_name, data_dir=data_dir)
   except (tfds.core.DatasetNotFoundError, ValueError, AssertionError) as e:
-    raise imagelist.DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} "
-                              f"({type(e).__name__}: {str(e).splitlines()[0]}). {hint}") from e
+    raise DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0]}). {hint}") from e
   if not builder.is_prepared():
-    raise imagelist.DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} (no "
-                              f"{builder.data_path}/dataset_info.json). {hint}")
+    raise DataError(f"TFDS dataset {tfds_name!r} is not prepared in {where} (no "
+                    f"{builder.data_path}/dataset_info.json). {hint}")
   return builder
 
 
 def dataset_stats(tfds_name: str, data_dir: str | None = None) -> dict | None:
   """{'channels', 'dtype', 'mean', 'std'} of a prepared dataset's train split ([0, 1] units), or
   None if it records none. DataError if it is not prepared."""
-  return imagelist.dataset_stats(open_builder(tfds_name, data_dir))
+  return dataset_spec.dataset_stats(open_builder(tfds_name, data_dir))
 
 
 class TfdsSource:
@@ -82,50 +83,50 @@ class TfdsSource:
     self.data_dir = data_dir or None
     builder = open_builder(tfds_name, self.data_dir)
     self._check_features(builder, image_size, num_classes)
-    self.declaration = imagelist.declaration_of(builder)
+    self.declaration = dataset_spec.declaration_of(builder)
     image = builder.info.features["image"]
     if self.declaration is None:  # Prepared before channel_stats.json: photos, R, G, B.
-      if image.shape[2] != len(imagelist.DEFAULT_CHANNELS):
-        raise imagelist.DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: "
-                                  f"{image.shape[2]} channels but no {imagelist.STATS_FILE} "
-                                  "naming them; prepare it again")
-      self.spec = imagelist.ChannelSpec(dtype=np.dtype(image.np_dtype).name)
+      if image.shape[2] != len(dataset_spec.DEFAULT_CHANNELS):
+        raise DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: "
+                        f"{image.shape[2]} channels but no {dataset_spec.STATS_FILE} "
+                        "naming them; prepare it again")
+      self.spec = dataset_spec.ChannelSpec(dtype=np.dtype(image.np_dtype).name)
     else:
       self.spec = self.declaration["spec"]
     if (self.spec.num_channels, self.spec.dtype) != (image.shape[2],
                                                      np.dtype(image.np_dtype).name):
-      raise imagelist.DataError(f"TFDS dataset {tfds_name!r}: {imagelist.STATS_FILE} says "
-                                f"{self.spec.num_channels} {self.spec.dtype} channels, the image "
-                                f"feature is {image.np_dtype} {image.shape}")
-    if channels is not None and imagelist.parse_channels(channels) != self.spec.channels:
-      raise imagelist.DataError(f"TFDS dataset {tfds_name!r} has channels "
-                                f"{','.join(self.spec.channels)}, but "
-                                f"{','.join(imagelist.parse_channels(channels))} were asked for")
+      raise DataError(f"TFDS dataset {tfds_name!r}: {dataset_spec.STATS_FILE} says "
+                      f"{self.spec.num_channels} {self.spec.dtype} channels, the image "
+                      f"feature is {image.np_dtype} {image.shape}")
+    if channels is not None and dataset_spec.parse_channels(channels) != self.spec.channels:
+      raise DataError(f"TFDS dataset {tfds_name!r} has channels "
+                      f"{','.join(self.spec.channels)}, but "
+                      f"{','.join(dataset_spec.parse_channels(channels))} were asked for")
     try:
       self._source = builder.as_data_source(split=split)
     except (KeyError, ValueError) as e:  # Unknown split name or bad slice.
-      raise imagelist.DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: no split "
-                                f"{split!r} ({e}); it has {sorted(builder.info.splits)}") from e
+      raise DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: no split "
+                      f"{split!r} ({e}); it has {sorted(builder.info.splits)}") from e
     self._length = len(self._source)
 
   def _check_features(self, builder, image_size: int | None, num_classes: int | None) -> None:
     features = builder.info.features
     image, label = features["image"], features["label"]
-    if np.dtype(image.np_dtype).name not in imagelist.DTYPE_MAX or len(image.shape) != 3:
-      raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r}: image feature is "
-                                f"{image.np_dtype} {image.shape}, expected uint8 or uint16 "
-                                "(S, S, C)")
+    if np.dtype(image.np_dtype).name not in dataset_spec.DTYPE_MAX or len(image.shape) != 3:
+      raise DataError(f"TFDS dataset {self.tfds_name!r}: image feature is "
+                      f"{image.np_dtype} {image.shape}, expected uint8 or uint16 "
+                      "(S, S, C)")
     if image_size is not None and tuple(image.shape[:2]) != (image_size, image_size):
       name, _, config = self.tfds_name.partition("/")
       # Same dataset at the other size: only the leading <S>px of the config name changes.
       wanted = f"{name}/{re.sub(r'^[0-9]+px', f'{image_size}px', config.split(':')[0])}"
-      raise imagelist.DataError(
+      raise DataError(
           f"TFDS dataset {self.tfds_name!r} holds {image.shape[0]}x{image.shape[1]} images but "
           f"config.data.image_size={image_size}: set config.data.tfds_name={wanted!r}, prepared "
           f"with `{prepare_command(wanted, self.data_dir)}`")
     if num_classes is not None and label.num_classes != num_classes:
-      raise imagelist.DataError(f"TFDS dataset {self.tfds_name!r} has {label.num_classes} "
-                                f"classes but config.data.num_classes={num_classes}")
+      raise DataError(f"TFDS dataset {self.tfds_name!r} has {label.num_classes} "
+                      f"classes but config.data.num_classes={num_classes}")
 
   @property
   def channels(self) -> tuple[str, ...]:
@@ -133,8 +134,8 @@ class TfdsSource:
 
   @property
   def stats(self) -> dict | None:
-    """The train split's per-channel mean/std recorded by prepare (imagelist.dataset_stats)."""
-    return imagelist.dataset_stats(self)
+    """The train split's per-channel mean/std recorded by prepare (dataset_spec.dataset_stats)."""
+    return dataset_spec.dataset_stats(self)
 
   def _data_source(self):
     if self._source is None:  # First use after unpickling.
@@ -170,8 +171,8 @@ def source_from_config(data_config, split: str) -> TfdsSource:
   """config.data (name 'tfds') -> source. config.data.tfds_splits maps the trainer's split names to
   TFDS split strings, e.g. {'train': 'train[:5000]'} for a small run."""
   if split not in data_config.tfds_splits:
-    raise imagelist.DataError(f"unknown split {split!r}; config.data.tfds_splits maps "
-                              f"{sorted(data_config.tfds_splits)}")
+    raise DataError(f"unknown split {split!r}; config.data.tfds_splits maps "
+                    f"{sorted(data_config.tfds_splits)}")
   return TfdsSource(data_config.tfds_name, data_config.tfds_splits[split],
                     data_config.data_dir or None, image_size=data_config.image_size,
                     num_classes=data_config.num_classes, channels=data_config.channels)

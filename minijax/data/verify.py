@@ -7,11 +7,11 @@ all at the start, and either fails naming them or leaves them out and reports th
 choice (and the same reasons, listcheck.Problem) as minijax.tools.prepare's skip-and-report vs
 --strict.
 
-Each file is decoded as training decodes it (imagelist.decode_file with the source's spec and
+Each file is decoded as training decodes it (decoding.decode_file with the source's spec and
 image size): Pillow's verify() reads a JPEG's markers but not its compressed data, so a truncated
 JPEG passes it and fails only in load(). Decoding runs on all cores in spawned processes
 (decode_cache.run_in_processes), with a progress bar. Symlinks are checked too: a file that really
-lies outside the data root is a problem unless the source allows it (imagelist.RootResolver).
+lies outside the data root is a problem unless the source allows it (rootcheck.RootResolver).
 
 Verdicts are cached, so that a rerun (a resumed run) does not decode unchanged files again: one
 JSON file per data root (and channel spec and Pillow version) in cache_dir, by default
@@ -35,7 +35,8 @@ from typing import Iterable, Mapping
 import PIL
 import tqdm
 
-from minijax.data import decode_cache, imagelist, listcheck
+from minijax.data import decode_cache, decoding, imagelist, listcheck
+from minijax.data.errors import DataError, PathLike
 
 CACHE_FORMAT = 1
 ON_BAD = ("fail", "skip")
@@ -64,7 +65,7 @@ def default_cache_dir() -> pathlib.Path:
 
 def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
                   num_workers: int | None = None, progress: bool = True,
-                  cache_dir: imagelist.PathLike | None = None) -> Report:
+                  cache_dir: PathLike | None = None) -> Report:
   """Opens and decodes every image of every split in `sources` ({split: source}).
 
   on_bad="fail": one DataError naming the first MAX_NAMED bad files (list file, line, reason) and
@@ -110,14 +111,14 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
   report = Report(dict(sources), problems, decoded=todo,
                   cached=sum(group.hits for group in groups.values()))
   if problems and on_bad == "fail":
-    raise imagelist.DataError(_fail_message(lists, problems))
+    raise DataError(_fail_message(lists, problems))
   bad = {}
   for p in problems:
     bad.setdefault(p.split, set()).add(p.path)
   for split, source in lists.items():
     kept = source.without(bad.get(split, ()))
     if not len(kept):
-      raise imagelist.DataError(
+      raise DataError(
           f"split {split!r}: none of its {len(source)} listed images can be used:\n"
           + "\n".join(_named(lists, [p for p in problems if p.split == split])))
     report.sources[split] = kept
@@ -264,8 +265,8 @@ def _verify_task(task: tuple) -> tuple[str, list[str], list[str | None]]:
   reasons = []
   for path in paths:
     try:
-      imagelist.decode_file(pathlib.Path(root) / path, image_size, name=path, spec=spec)
-    except imagelist.DataError as e:
+      decoding.decode_file(pathlib.Path(root) / path, image_size, name=path, spec=spec)
+    except DataError as e:
       reasons.append(str(e).removeprefix(f"{path}: "))
     except Exception as e:  # pylint: disable=broad-except
       # Any file that breaks the decoder is a bad file to report, not a crash of the check.

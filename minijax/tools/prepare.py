@@ -21,7 +21,7 @@ cache, if kept). Bad entries (unreadable, missing, bad label, duplicate, path ou
 them, and checks the lists before any decoding.
 
 Channels: an image-list folder (or zip) may declare its channels in a dataset.json beside the lists
-(see minijax.data.imagelist), e.g. R,G,B,NIR of uint16 in .npy or TIFF files; --channels, --dtype
+(see minijax.data.dataset_spec), e.g. R,G,B,NIR of uint16 in .npy or TIFF files; --channels, --dtype
 and --keep_alpha declare them for a folder without one (and must agree with one that has it).
 Every file must have that many channels, or it is skipped (--strict: fails) naming its count. The
 stored images are (S, S, C) of that dtype (uint16 kept as uint16), and the per-channel mean/std of
@@ -47,7 +47,8 @@ import sys
 from absl import app, flags, logging
 import tensorflow_datasets as tfds
 
-from minijax.data import decode_cache, imagelist, listcheck, tfds_builders, tfds_source
+from minijax.data import dataset_spec, decode_cache, listcheck, tfds_builders, tfds_source
+from minijax.data.errors import DataError
 
 FLAGS = flags.FLAGS
 
@@ -62,7 +63,7 @@ class Prepared:
   num_examples: dict[str, int]
   problems: list[listcheck.Problem]
   report: pathlib.Path | None
-  stats: dict | None = None  # imagelist.dataset_stats of the dataset: channels, dtype, mean, std.
+  stats: dict | None = None  # dataset_spec.dataset_stats: channels, dtype, mean, std.
 
 
 def detect_kind(source: str | None) -> str:
@@ -93,8 +94,8 @@ def make_builder(kind: str, *, source=None, data_dir=None, image_size: int | Non
     raise ValueError("multispectral_params only apply to kind='multispectral'")
   if kind == "fashion_mnist":
     if image_size not in (None, 28):
-      raise imagelist.DataError(f"Fashion-MNIST is prepared at 28x28 only, not image_size="
-                                f"{image_size}")
+      raise DataError(f"Fashion-MNIST is prepared at 28x28 only, not image_size="
+                      f"{image_size}")
     return tfds_builders.FashionMnistIdx(source=source, data_dir=data_dir, config="28px")
   options = dict(source=source, data_dir=data_dir, num_workers=num_workers, strict=strict,
                  chunk_size=chunk_size or decode_cache.DEFAULT_CHUNK_SIZE, progress=progress)
@@ -136,7 +137,7 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
     # Built earlier without --strict: the dataset exists, but it left entries out.
     named = "; ".join(f"{p.split} {p.path}: {p.reason}" for p in problems[:10])
     more = f"; ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-    raise imagelist.DataError(
+    raise DataError(
         f"--strict: the prepared dataset {dataset_dir} left out {listcheck.summarize(problems)} "
         f"when it was built (listed in {report}): {named}{more}. Fix them and rebuild with "
         "--overwrite --strict")
@@ -145,7 +146,7 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
       dataset_dir=dataset_dir, data_dir=str(builder.data_dir_root),
       num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
       problems=problems, report=report if report.is_file() else None,
-      stats=imagelist.dataset_stats(dataset_dir))
+      stats=dataset_spec.dataset_stats(dataset_dir))
 
 
 def reason_kind(reason: str) -> str:
@@ -206,7 +207,7 @@ def main(argv):
                        image_size=FLAGS.image_size, num_workers=FLAGS.num_workers,
                        strict=FLAGS.strict, keep_cache=FLAGS.keep_cache,
                        overwrite=FLAGS.overwrite, **layout)
-  except imagelist.DataError as error:
+  except DataError as error:
     sys.exit(f"prepare failed: {error}")
   except KeyboardInterrupt:
     sys.exit("interrupted: rerun the same command to continue (decoded chunks are kept)")

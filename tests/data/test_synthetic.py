@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minijax.data import imagelist, synthetic
+from minijax.data import imagelist, listfile, synthetic
 
 PARAMS = dict(num_classes=10, train_per_class=30, val_per_class=4, test_per_class=20, seed=0,
               min_size=40, max_size=96)
@@ -42,7 +42,7 @@ def test_lists_and_layout(root):
   counts = {"train": 30, "val": 4, "test": 20}
   seen = set()
   for split, list_name in synthetic.SPLITS:
-    entries = imagelist.read_split(root, split, PARAMS["num_classes"])
+    entries = listfile.read_split(root, split, PARAMS["num_classes"])
     assert len((root / list_name).read_text().splitlines()) == len(entries) == 10 * counts[split]
     per_class = collections.Counter(label for _, label in entries)
     assert per_class == {c: counts[split] for c in range(10)}
@@ -61,7 +61,7 @@ def test_modes_sizes_and_extensions(root):
   modes_by_class = collections.defaultdict(set)
   sizes = set()
   for split, _ in synthetic.SPLITS:
-    for path, label in imagelist.read_split(root, split, 10):
+    for path, label in listfile.read_split(root, split, 10):
       with Image.open(root / path) as img:
         assert img.format == {"JPEG": "JPEG", "png": "PNG"}[path.rsplit(".", 1)[1]], path
         modes_by_split[split][img.mode] += 1
@@ -90,15 +90,15 @@ def test_val_and_test_do_not_depend_on_train_size(tmp_path):
   small = dict(num_classes=2, val_per_class=2, test_per_class=3)
   a = synthetic.write_synthetic_dataset(tmp_path / "a", train_per_class=2, **small)
   b = synthetic.write_synthetic_dataset(tmp_path / "b", train_per_class=5, **small)
-  for (path_a, _), (path_b, _) in zip(imagelist.read_split(a, "test", 2),
-                                      imagelist.read_split(b, "test", 2)):
+  for (path_a, _), (path_b, _) in zip(listfile.read_split(a, "test", 2),
+                                      listfile.read_split(b, "test", 2)):
     assert (a / path_a).read_bytes() == (b / path_b).read_bytes()
 
 
 def test_existing_dataset_is_reused_and_changed_params_rewrite(tmp_path):
   small = dict(num_classes=2, train_per_class=2, val_per_class=1, test_per_class=1)
   root = synthetic.write_synthetic_dataset(tmp_path / "d", **small)
-  image = root / imagelist.read_split(root, "train", 2)[0][0]
+  image = root / listfile.read_split(root, "train", 2)[0][0]
   stamp = image.stat().st_mtime_ns
   marker = root / "train.txt"
   marker.write_text(marker.read_text())  # Touch: a rewrite would replace this file.
@@ -112,7 +112,7 @@ def test_existing_dataset_is_reused_and_changed_params_rewrite(tmp_path):
 
   (root / "test.txt").unlink()  # Incomplete: rebuilt.
   synthetic.write_synthetic_dataset(root, seed=5, **small)
-  assert len(imagelist.read_split(root, "test", 2)) == 2
+  assert len(listfile.read_split(root, "test", 2)) == 2
 
 
 def test_foreign_directory_is_not_overwritten(tmp_path):

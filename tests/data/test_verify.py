@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minijax.data import image_store, imagelist, listcheck, verify
-from minijax.data.imagelist import DataError
+from minijax.data import decoding, image_store, imagelist, listcheck, verify
+from minijax.data.errors import DataError
 
 SIZE = 16
 SPLITS = ("train", "val", "test")
@@ -58,13 +58,13 @@ def root(tmp_path):
 def decodes(monkeypatch):
   """The paths decode_file is called with, in this process (num_workers=1)."""
   calls = []
-  decode = imagelist.decode_file
+  decode = decoding.decode_file
 
   def counting(source, *args, **kwargs):
     calls.append(kwargs["name"])
     return decode(source, *args, **kwargs)
 
-  monkeypatch.setattr(imagelist, "decode_file", counting)
+  monkeypatch.setattr(decoding, "decode_file", counting)
   return calls
 
 
@@ -119,7 +119,7 @@ def test_symlinks_inside_the_root_are_fine(root, tmp_path):
   (root / "train.txt").write_text("images/alias.JPEG 0\nsame/train_1.JPEG 1\n")
   source = imagelist.ImageListSource(root, "train", SIZE, 2)
   np.testing.assert_array_equal(
-      source[0]["image"], imagelist.decode_file(root / "images" / "train_0.JPEG", SIZE, name="a"))
+      source[0]["image"], decoding.decode_file(root / "images" / "train_0.JPEG", SIZE, name="a"))
   assert source[1]["label"] == 1
   assert _verify(root, tmp_path).problems == []
 
@@ -300,17 +300,17 @@ def test_a_repointed_symlink_is_verified_again(root, tmp_path, decodes):
 
 def test_an_interrupted_check_keeps_what_it_decoded(root, tmp_path, monkeypatch, decodes):
   monkeypatch.setattr(verify, "TASK_SIZE", 3)  # Verdicts are recorded per finished task.
-  decode = imagelist.decode_file  # The counting one.
+  decode = decoding.decode_file  # The counting one.
 
   def interrupted(source, *args, **kwargs):
     if len(decodes) == 6:
       raise KeyboardInterrupt
     return decode(source, *args, **kwargs)
 
-  monkeypatch.setattr(imagelist, "decode_file", interrupted)
+  monkeypatch.setattr(decoding, "decode_file", interrupted)
   with pytest.raises(KeyboardInterrupt):
     _verify(root, tmp_path)
-  monkeypatch.setattr(imagelist, "decode_file", decode)
+  monkeypatch.setattr(decoding, "decode_file", decode)
   decodes.clear()
   report = _verify(root, tmp_path)
   assert report.cached == 6 and report.decoded == 12 and len(decodes) == 12

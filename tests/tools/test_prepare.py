@@ -19,7 +19,9 @@ from PIL import Image
 
 from minijax import config as config_lib
 from minijax.tools import prepare
-from minijax.data import imagelist, listcheck, pipeline, synthetic, tfds_builders, tfds_source
+from minijax.data import (decoding, listcheck, listfile, pipeline, synthetic, tfds_builders,
+                          tfds_source)
+from minijax.data.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SIZE = 16
@@ -52,9 +54,9 @@ def _name(record: dict) -> str:
 
 
 def _counting_decoder(monkeypatch, interrupt_at: int | None = None) -> list[str]:
-  """Patches imagelist.decode_file (used by in-process decoding) to record calls."""
+  """Patches decoding.decode_file (used by in-process decoding) to record calls."""
   calls: list[str] = []
-  real = imagelist.decode_file
+  real = decoding.decode_file
 
   def decode(source, image_size, *, name, **options):
     calls.append(name)
@@ -62,7 +64,7 @@ def _counting_decoder(monkeypatch, interrupt_at: int | None = None) -> list[str]
       raise KeyboardInterrupt  # As Ctrl-C would, in the middle of a chunk.
     return real(source, image_size, name=name, **options)
 
-  monkeypatch.setattr(imagelist, "decode_file", decode)
+  monkeypatch.setattr(decoding, "decode_file", decode)
   return calls
 
 
@@ -70,7 +72,7 @@ def test_scan_split_agrees_with_read_split(synthetic_root):
   for split in ("train", "val", "test"):
     entries, problems = listcheck.scan_split(synthetic_root, split, SMALL["num_classes"])
     assert problems == []
-    assert [(e.path, e.label) for e in entries] == imagelist.read_split(
+    assert [(e.path, e.label) for e in entries] == listfile.read_split(
         synthetic_root, split, SMALL["num_classes"])
 
 
@@ -86,7 +88,7 @@ def test_synthetic_build_reads_back_decoded_pixels_through_get_source(synthetic_
     reader.close()
   data_config = _data_config(prepared.tfds_name, tmp_path, 32, SMALL["num_classes"])
   for split in ("train", "val", "test"):
-    listed = dict(imagelist.read_split(synthetic_root, split, SMALL["num_classes"]))
+    listed = dict(listfile.read_split(synthetic_root, split, SMALL["num_classes"]))
     source = pipeline.get_source(data_config, split)
     records = _records(prepared, split)
     assert len(source) == len(records) == len(listed) == prepared.num_examples[split]
@@ -94,7 +96,7 @@ def test_synthetic_build_reads_back_decoded_pixels_through_get_source(synthetic_
     for index, record in enumerate(records):
       example = source[index]
       assert example["image"].dtype == np.uint8 and example["label"].dtype == np.int32
-      expected = imagelist.decode_image(synthetic_root / _name(record), 32, name=_name(record))
+      expected = decoding.decode_image(synthetic_root / _name(record), 32, name=_name(record))
       np.testing.assert_array_equal(example["image"], expected)
       assert example["label"] == listed[_name(record)]
   copy = pickle.loads(pickle.dumps(source))  # Grain workers get the source pickled.
@@ -122,7 +124,7 @@ def test_interrupted_prepare_resumes_without_redoing_chunks(synthetic_root, tmp_
   first_chunks = {path: path.stat().st_mtime_ns for path in tmp_path.glob(
       "downloads/minijax_decode_cache/*/*-0000[01]-*")}
   assert len(first_chunks) == 4  # .npy + .json of each.
-  with pytest.raises(imagelist.DataError, match="not prepared"):
+  with pytest.raises(DataError, match="not prepared"):
     tfds_source.TfdsSource(name, "train", str(tmp_path))
 
   # 2. Killed while TFDS writes the records: its cleanup does not run (rmtree disabled), so the
@@ -141,7 +143,7 @@ def test_interrupted_prepare_resumes_without_redoing_chunks(synthetic_root, tmp_
     prepare.prepare("imagenet_mini", **options)
   assert len(calls) == NUM_SMALL - 6  # Only the chunks not done before.
   assert list(tmp_path.glob(f"imagenet_mini/{SIZE}px/incomplete.*/*-train.array_record*"))
-  with pytest.raises(imagelist.DataError, match="not prepared"):
+  with pytest.raises(DataError, match="not prepared"):
     pipeline.get_source(_data_config(name, tmp_path, SIZE, 50), "train")
   monkeypatch.undo()
 
@@ -244,7 +246,7 @@ def test_bad_entries_are_skipped_reported_and_the_rest_converted(bad_root, tmp_p
                                     "images/good/g2.JPEG"])
   for path in CONVERTED:
     np.testing.assert_array_equal(records[path]["image"],
-                                  imagelist.decode_image(bad_root / path, SIZE, name=path))
+                                  decoding.decode_image(bad_root / path, SIZE, name=path))
   upright = records["images/conv/exif_rotated.JPEG"]["image"].astype(float)
   assert upright[:SIZE // 2].mean() > 200 > 50 > upright[SIZE // 2:].mean()
   summary = prepare.summary(prepared)
@@ -290,11 +292,11 @@ def test_strict_fails_on_undecodable_file_without_a_dataset(bad_root, tmp_path):
   (root / "train.txt").write_text("images/good/g0.JPEG 0\nimages/bad/zero_byte.JPEG 1\n")
   (root / "val.txt").write_text("images/good/g1.JPEG 0\n")
   (root / "test.txt").write_text("images/good/g2.JPEG 0\n")
-  with pytest.raises(imagelist.DataError, match=r"(?s)1 bad entries after decoding \(train: 1\).*"
+  with pytest.raises(DataError, match=r"(?s)1 bad entries after decoding \(train: 1\).*"
                                                 r"images/bad/zero_byte\.JPEG"):
     prepare.prepare("imagenet_mini", source=root, data_dir=tmp_path / "tfds", image_size=SIZE,
                     num_workers=1, strict=True, progress=False)
-  with pytest.raises(imagelist.DataError, match="not prepared"):
+  with pytest.raises(DataError, match="not prepared"):
     tfds_source.TfdsSource(f"imagenet_mini/{SIZE}px", "train", str(tmp_path / "tfds"))
 
 
@@ -316,8 +318,8 @@ def test_zip_source_is_read_in_place(synthetic_root, tmp_path):
   for split in ("train", "test"):
     for record in _records(prepared, split):
       np.testing.assert_array_equal(
-          record["image"], imagelist.decode_image(synthetic_root / _name(record), SIZE,
-                                                  name=_name(record)))
+          record["image"], decoding.decode_image(synthetic_root / _name(record), SIZE,
+                                                 name=_name(record)))
 
 
 @pytest.mark.parametrize("tfds_name, command", [
@@ -328,7 +330,7 @@ def test_zip_source_is_read_in_place(synthetic_root, tmp_path):
 ])
 def test_missing_dataset_says_where_it_looked_and_how_to_prepare(tmp_path, tfds_name, command):
   start = time.monotonic()
-  with pytest.raises(imagelist.DataError) as error:
+  with pytest.raises(DataError) as error:
     pipeline.get_source(_data_config(tfds_name, tmp_path, 32, 10), "train")
   assert time.monotonic() - start < 10
   message = str(error.value)
@@ -340,15 +342,15 @@ def test_config_mismatches_are_data_errors(synthetic_root, tmp_path):
   prepared = prepare.prepare("synthetic", source=synthetic_root, data_dir=tmp_path,
                              image_size=SIZE, num_workers=1, synthetic_params=SMALL,
                              progress=False)
-  with pytest.raises(imagelist.DataError, match="holds 16x16 images but config.data.image_size=32"):
+  with pytest.raises(DataError, match="holds 16x16 images but config.data.image_size=32"):
     pipeline.get_source(_data_config(prepared.tfds_name, tmp_path, 32, 3), "train")
-  with pytest.raises(imagelist.DataError, match="has 3 classes but config.data.num_classes=50"):
+  with pytest.raises(DataError, match="has 3 classes but config.data.num_classes=50"):
     pipeline.get_source(_data_config(prepared.tfds_name, tmp_path, SIZE, 50), "train")
   data = _data_config(prepared.tfds_name, tmp_path, SIZE, 3)
   data.tfds_splits.val = "validation"
-  with pytest.raises(imagelist.DataError, match="no split 'validation'"):
+  with pytest.raises(DataError, match="no split 'validation'"):
     pipeline.get_source(data, "val")
-  with pytest.raises(imagelist.DataError, match="unknown split 'validation'"):
+  with pytest.raises(DataError, match="unknown split 'validation'"):
     pipeline.get_source(data, "validation")
 
 

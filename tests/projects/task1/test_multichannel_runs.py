@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from minijax import channels, main, projects
-from minijax.data import imagelist
+from minijax.data import dataset_spec
 from minijax.projects import reporting
 from minijax.projects.task1 import report
 
@@ -21,7 +21,7 @@ TIFF_LAYOUTS = ("contig", "separate", "pages")
 def _write_root(root, kind: str, *, dtype: str, statistics: bool, per_class: int = 8):
   """Two classes told apart by the NIR band alone (bright or dark square), RGB noise."""
   rng = np.random.default_rng(0)
-  scale = imagelist.DTYPE_MAX[dtype]
+  scale = dataset_spec.DTYPE_MAX[dtype]
   (root / "images").mkdir(parents=True)
   count = 0
   for split in ("train", "val", "test"):
@@ -46,7 +46,7 @@ def _write_root(root, kind: str, *, dtype: str, statistics: bool, per_class: int
   declaration = {"channels": list(BANDS), "dtype": dtype}
   if statistics:
     declaration.update(mean=[0.3, 0.3, 0.3, 0.4], std=[0.06, 0.06, 0.06, 0.3])
-  (root / imagelist.DECLARATION).write_text(json.dumps(declaration))
+  (root / dataset_spec.DECLARATION).write_text(json.dumps(declaration))
   return root
 
 
