@@ -17,11 +17,17 @@ from typing import Callable
 SPLIT_FILES = ("train.txt", "val.txt", "test.txt")
 
 
-def cache_root(kind: str, format_version: int, params: dict) -> pathlib.Path:
-  """$MINIJAX_DATA_DIR or ~/.cache/minijax / '<kind>-v<version>-<digest of the parameters>'."""
-  digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+def data_cache_dir() -> pathlib.Path:
+  """$MINIJAX_DATA_DIR, or ~/.cache/minijax: where minijax keeps what it derives from datasets
+  (embedded datasets, verify's verdicts, computed channel statistics)."""
   base = os.environ.get("MINIJAX_DATA_DIR") or pathlib.Path.home() / ".cache" / "minijax"
-  return pathlib.Path(base).expanduser() / f"{kind}-v{format_version}-{digest}"
+  return pathlib.Path(base).expanduser()
+
+
+def cache_root(kind: str, format_version: int, params: dict) -> pathlib.Path:
+  """data_cache_dir() / '<kind>-v<version>-<digest of the parameters>'."""
+  digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+  return data_cache_dir() / f"{kind}-v{format_version}-{digest}"
 
 
 def is_complete(root: pathlib.Path, manifest: dict, manifest_name: str) -> bool:

@@ -21,8 +21,8 @@ import grain
 import numpy as np
 
 from minijax.config import IMAGENET_MEAN, IMAGENET_STD
-from minijax.data import (dataset_spec, imagelist, listcheck, multispectral, order, synthetic,
-                          verify)
+from minijax.data import (channel_stats, dataset_spec, imagelist, listcheck, multispectral, order,
+                          synthetic, verify)
 from minijax.data.errors import DataError
 
 try:  # grain internals, only to build a worker's batch in shared memory (saves a copy of it).
@@ -131,18 +131,24 @@ def dataset_location(data_config) -> str:
 
 
 def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """(mean, std) per channel recorded with the dataset (its train split), else ImageNet's for
-  R, G, B data; DataError for other channels without recorded statistics."""
+  """(mean, std) per channel recorded with the dataset (its train split: prepare's, or a
+  dataset.json's), else ImageNet's for R, G, B data, else for an image list computed over a
+  sample of its train split (channel_stats.train_split_stats: cached, one console line)."""
+  source = None
   if data_config.name == "tfds":
     stats = _tfds_source().dataset_stats(data_config.tfds_name, data_config.data_dir or None)
   else:
-    stats = dataset_spec.dataset_stats(_open_source(data_config, "train"))
+    source = _open_source(data_config, "train")
+    stats = dataset_spec.dataset_stats(source)
   if stats is not None:
     return tuple(stats["mean"]), tuple(stats["std"])
   if dataset_spec.parse_channels(data_config.channels) == dataset_spec.DEFAULT_CHANNELS:
     return IMAGENET_MEAN, IMAGENET_STD
-  raise DataError(f"the {data_config.name} dataset records no channel statistics for "
-                  f"{data_config.channels}: set config.input.mean and config.input.std")
+  if source is None:  # prepare records them; only a TFDS dataset made otherwise lacks them.
+    raise DataError(f"the {data_config.name} dataset records no channel statistics for "
+                    f"{data_config.channels}: set config.input.mean and config.input.std")
+  stats = channel_stats.train_split_stats(source)
+  return tuple(stats["mean"]), tuple(stats["std"])
 
 
 def train_batches(source, *, global_batch_size: int, seed: int, start_step: int, num_steps: int,

@@ -35,7 +35,7 @@ from typing import Iterable, Mapping
 import PIL
 import tqdm
 
-from minijax.data import decode_cache, decoding, imagelist, listcheck
+from minijax.data import decode_cache, decoding, generated, imagelist, listcheck
 from minijax.data.errors import DataError, PathLike
 
 CACHE_FORMAT = 1
@@ -58,9 +58,8 @@ class Report:
 
 
 def default_cache_dir() -> pathlib.Path:
-  """$MINIJAX_DATA_DIR/verify, or ~/.cache/minijax/verify (as synthetic.default_synthetic_root)."""
-  base = os.environ.get("MINIJAX_DATA_DIR") or pathlib.Path.home() / ".cache" / "minijax"
-  return pathlib.Path(base).expanduser() / "verify"
+  """$MINIJAX_DATA_DIR/verify, or ~/.cache/minijax/verify (generated.data_cache_dir)."""
+  return generated.data_cache_dir() / "verify"
 
 
 def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",

@@ -54,20 +54,6 @@ def root(tmp_path):
   return _dataset(tmp_path / "data")
 
 
-@pytest.fixture
-def decodes(monkeypatch):
-  """The paths decode_file is called with, in this process (num_workers=1)."""
-  calls = []
-  decode = decoding.decode_file
-
-  def counting(source, *args, **kwargs):
-    calls.append(kwargs["name"])
-    return decode(source, *args, **kwargs)
-
-  monkeypatch.setattr(decoding, "decode_file", counting)
-  return calls
-
-
 # --- symlinks ------------------------------------------------------------------------------------
 
 
