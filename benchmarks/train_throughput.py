@@ -16,7 +16,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from minijax import config as config_lib, projects, sharding, train
+from minijax import projects, sharding, train
 
 import step_timing  # benchmarks/step_timing.py, beside this script
 
@@ -29,21 +29,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 
 
-def make_config(model_name: str, dtype: str, image_size: int, batch_size: int):
-  """The core config (ImageNet-mini's 50 classes, the seed's recipe) of one measurement."""
-  config = config_lib.base_config()
-  config.model.name = model_name
-  config.model.dtype = dtype
-  # The seed's normalisation, set here: the trainer is called without minijax.main.
-  config.input.mean, config.input.std = config_lib.IMAGENET_MEAN, config_lib.IMAGENET_STD
-  config.data.image_size = image_size
-  config.batch_size = batch_size
-  return config
-
-
 def measure(model_name: str, dtype: str, image_size: int, batch_size: int, steps: int,
             warmup: int) -> dict:
-  config = make_config(model_name, dtype, image_size, batch_size)
+  config = step_timing.model_config(model_name, dtype, image_size, batch_size)
   experiment = projects.build(config)
   mesh = sharding.make_mesh()
   state = train.create_train_state(experiment, experiment.optimizer(steps + warmup + 1), mesh,

@@ -122,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
   # XLA runs a scanned conv step many times slower than the same step alone.
   config.steps_per_call = 0
   config.progress_bar = True  # A tqdm bar on the console (process 0).
+  # "START,END": a jax.profiler trace of train steps START..END-1 into WORKDIR/profile (TensorBoard's
+  # profile plugin or Perfetto); empty: off.
+  config.profile_steps = ""
 
   config.eval = ml_collections.ConfigDict()
   config.eval.split = "test"  # The split of the final report: "val" or "test".
@@ -241,6 +244,21 @@ def eval_subsets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(config.eval.channel_subsets) or channels.all_subsets(config.data.channels)
 
 
+def profile_steps(config) -> tuple[int, int] | None:
+  """config.profile_steps as (start, end), None when off; a ConfigError when malformed."""
+  spec = str(config.get("profile_steps", "") or "").strip()
+  if not spec:
+    return None
+  try:
+    start, end = (int(part) for part in spec.split(","))
+  except ValueError:
+    start = end = -1
+  if not 0 <= start < end:
+    raise ConfigError("profile_steps", spec, "must be 'START,END' with 0 <= START < END "
+                      "(train steps; empty: off)")
+  return start, end
+
+
 def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
   """Checks the core fields, naming the key of the first bad one (ConfigError)."""
   data, inputs, opt = config.data, config.input, config.optimizer
@@ -270,6 +288,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
       raise ConfigError(key, value, "must be a positive integer")
   if not isinstance(config.steps_per_call, int) or config.steps_per_call < 0:
     raise ConfigError("steps_per_call", config.steps_per_call, "must be an integer >= 0 (0: auto)")
+  profile_steps(config)
   if not isinstance(data.num_threads, int) or data.num_threads < -1:
     raise ConfigError("data.num_threads", data.num_threads, "must be an integer >= -1 (-1: auto)")
   every = config.checkpoint_every_steps

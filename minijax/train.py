@@ -145,6 +145,34 @@ def create_train_state(experiment: experiment_lib.Experiment, tx: optax.Gradient
   return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
+# XLA:CPU options for the jitted train step. YNNPACK (XLA:CPU's default for convolutions) runs each
+# conv on one core; leaving convolutions out of the fusion types it may claim sends them to XLA's
+# multi-threaded Eigen convolution, while dots and reductions stay YNNPACK's. ComplexCNN's step at
+# 64 px: 1.06x PyTorch with this and minijax.models.pooling against 0.58x without
+# (../shared/design/cpu-conv.md; benchmarks/cpu_vs_torch.py measures it).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.cache
+def _accepted(options: tuple) -> bool:
+  """Whether this jaxlib's CPU compiler knows `options` (an older or newer XLA may not)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(1.0).compile()
+    return True
+  except Exception as error:  # noqa: BLE001  (XLA reports an unknown option as a runtime error)
+    logging.warning("XLA:CPU options %s not accepted by this jaxlib, compiling without them: %s",
+                    dict(options), str(error).splitlines()[0])
+    return False
+
+
+def jit_step(fn: Callable, **jit_kwargs) -> Callable:
+  """jax.jit(fn) with CPU_COMPILER_OPTIONS when the default backend is the CPU and knows them."""
+  options = tuple(sorted(CPU_COMPILER_OPTIONS.items()))
+  use = options and jax.default_backend() == "cpu" and _accepted(options)
+  return jax.jit(fn, compiler_options=dict(options) if use else None, **jit_kwargs)
+
+
 def step_function(experiment: experiment_lib.Experiment) -> Callable:
   """train_step with the experiment's functions bound: (state, batch, rng, frozen)."""
   return functools.partial(
@@ -378,18 +406,21 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
   replicated = sharding.replicated(mesh)
   width = feed.width if isinstance(feed, OnDeviceFeed) else 1
   if isinstance(feed, OnDeviceFeed):
-    chunk_fn = jax.jit(functools.partial(scan_steps, step_fn=step_fn, width=width,
-                                         batch_sharding=sharding.batch_sharded(mesh)),
-                       donate_argnums=0, out_shardings=(replicated, replicated))
+    chunk_fn = jit_step(functools.partial(scan_steps, step_fn=step_fn, width=width,
+                                          batch_sharding=sharding.batch_sharded(mesh)),
+                        donate_argnums=0, out_shardings=(replicated, replicated))
   else:
-    single_fn = jax.jit(step_fn, donate_argnums=0, out_shardings=(replicated, replicated))
+    single_fn = jit_step(step_fn, donate_argnums=0, out_shardings=(replicated, replicated))
 
   loop = _Loop(config, workdir, manager, validate, steps_per_epoch, num_steps, start_step, is_main)
+  profile = _Profile(config, workdir, is_main)
   step = start_step
   try:
     with _StopSignals() as stop:
       while step < num_steps:
-        stop_at = loop.next_event(step, width)
+        profile.at(step, state)
+        stop_at = min([loop.next_event(step, width)]
+                      + [b for b in profile.boundaries() if step < b])
         if isinstance(feed, OnDeviceFeed):
           epoch, offset = divmod(step, steps_per_epoch)
           state, chunk_metrics = chunk_fn(state, feed.dataset.images, feed.dataset.labels,
@@ -406,11 +437,46 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
           loop.save(step, state, val=None)
           raise Stopped(step, stop.signum)
   finally:
+    profile.stop(state)
     if not isinstance(feed, OnDeviceFeed):
       feed.close()
     loop.close()
     manager.close()
   return {"step": step, "resumed_from": resumed_from}
+
+
+class _Profile:
+  """A jax.profiler trace of train steps [start, end) (config.profile_steps) into WORKDIR/profile,
+  by process 0. The loop cuts its chunks at both steps; the trace ends after the last traced step
+  has finished on the device."""
+
+  def __init__(self, config, workdir, is_main: bool):
+    steps = config_lib.profile_steps(config) if is_main else None
+    self.start, self.end = steps or (None, None)
+    self.directory = pathlib.Path(workdir) / "profile"
+    self.active = False
+
+  def boundaries(self) -> tuple[int, ...]:
+    return () if self.start is None else (self.start, self.end)
+
+  def at(self, step: int, state) -> None:
+    if step == self.start:
+      jax.profiler.start_trace(str(self.directory))
+      self.active = True
+    elif step == self.end:
+      self.stop(state)
+
+  def stop(self, state) -> None:
+    if not self.active:
+      return
+    try:
+      jax.block_until_ready(state)
+    except RuntimeError:  # Donated buffers of a step that raised: nothing left to wait for.
+      pass
+    jax.profiler.stop_trace()
+    self.active = False
+    print(f"profile of train steps {self.start}..{self.end - 1} in {self.directory} "
+          f"(tensorboard --logdir '{self.directory}', or Perfetto)", flush=True)
 
 
 class _Loop:

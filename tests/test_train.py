@@ -11,6 +11,7 @@ import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
 from minijax import checkpointing, evaluate, experiment, main, metrics, report, sharding, train
+from minijax import config as config_lib
 
 
 def _train_losses(workdir):
@@ -217,3 +218,30 @@ def test_validation_can_average_several_subsets():
     singles.append(evaluate.make_validator(config, exp, mesh)(variables))
   np.testing.assert_allclose(both["loss"], np.mean([s["loss"] for s in singles]), rtol=1e-6)
   assert singles[0]["loss"] != singles[1]["loss"]  # The subsets really differ.
+
+
+def test_cpu_step_compiles_with_the_cpu_options_this_jaxlib_knows(monkeypatch, caplog):
+  """The train step's XLA:CPU options are accepted here (a jaxlib that renames them fails this, so
+  the speed-up is not lost silently), and an unknown one falls back to a plain jit with a line."""
+  step = train.jit_step(lambda x: x * 2)
+  assert train._accepted(tuple(sorted(train.CPU_COMPILER_OPTIONS.items())))
+  assert float(step(1.0)) == 2.0
+  monkeypatch.setattr(train, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+  assert float(train.jit_step(lambda x: x * 3)(1.0)) == 3.0
+  assert "not accepted" in caplog.text
+
+
+def test_profile_steps_write_a_trace_of_those_steps(tmp_path, capsys):
+  config = tiny_config(num_epochs=1, profile_steps="2,4")
+  exp = experiment.build(config)
+  train.train(config, tmp_path, exp, mesh=sharding.make_mesh(),
+              validate=lambda variables: {"loss": 1.0, "accuracy": 0.0})
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  assert "profile of train steps 2..3 in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["3", "4,2", "a,b", "-1,2"])
+def test_malformed_profile_steps_name_the_key(spec):
+  with pytest.raises(config_lib.ConfigError, match="profile_steps"):
+    tiny_config(profile_steps=spec)

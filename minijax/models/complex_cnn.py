@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from minijax.models import conv, initializers
+from minijax.models import conv, initializers, pooling
 
 _PAD1 = ((1, 1), (1, 1))
 
@@ -76,10 +76,10 @@ class ComplexCNN(nn.Module):
     else:
       x = conv.Conv(64, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv1",
                   **inits(9 * x.shape[-1]))(x)
-    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = pooling.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = conv.Conv(128, (3, 3), padding=_PAD1, dtype=self.dtype, name="conv2",
                 **inits(9 * x.shape[-1]))(x)
-    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = pooling.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = SpatialAttention(dtype=self.dtype, weight_init=self.weight_init,
                          name="spatial_attention")(x) * x
     x = ResidualBlock5(dtype=self.dtype, weight_init=self.weight_init, name="residual_block")(x)

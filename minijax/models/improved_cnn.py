@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from minijax.models import conv, initializers
+from minijax.models import conv, initializers, pooling
 
 
 class ImprovedCNN(nn.Module):
@@ -33,7 +33,7 @@ class ImprovedCNN(nn.Module):
       else:
         x = conv.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                     **initializers.layer_init(self.weight_init, 9 * x.shape[-1]))(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = pooling.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))  # NHWC flatten; interop permutes torch's NCHW order.
     x = nn.relu(nn.Dense(512, dtype=self.dtype,
                          **initializers.layer_init(self.weight_init, x.shape[-1]))(x))

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minijax.models import conv
+from minijax.models import conv, pooling
 
 BN_EPSILON = 1e-5
 
@@ -150,7 +150,7 @@ class Rep4Net(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
+    pool = lambda y: pooling.max_pool(y, (2, 2), strides=(2, 2))
     (n1, w1, k1, b1, i1), (n2, w2, k2, b2, i2), (n3, w3, k3, b3, i3) = self.layer_specs()
     rep_conv = partial(RepConv, deploy=self.deploy, dtype=self.dtype)
     a1 = pool(nn.relu(rep_conv(w1, k1, b1, i1, name=n1)(x, train)))
