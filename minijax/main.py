@@ -14,9 +14,11 @@ import sys
 
 from absl import app, flags, logging
 import jax
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
+from minijax import workdir_lock
 from minijax.config import ConfigError
 from minijax.data import pipeline
 from minijax.data.errors import DataError
@@ -107,7 +109,8 @@ def run() -> None:
     sys.exit(f"invalid config: {error}")
   except DataError as error:
     sys.exit(f"data error: {error}")
-  except (train.Diverged, checkpointing.CheckpointError, FileNotFoundError) as error:
+  except (train.Diverged, checkpointing.CheckpointError, FileNotFoundError,
+          workdir_lock.LockedError) as error:
     sys.exit(f"minijax: {error}")
   except train.Stopped as error:
     print(f"minijax: {error}; checkpoint saved in {workdir}. Run the same command again to "
@@ -134,9 +137,30 @@ def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
 
 def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> dict:
   """config -> experiment -> train (mode 'train') -> evaluate -> report; the results, with
-  'report_dir'. Raises ConfigError before any data is read or anything is compiled."""
+  'report_dir'. Raises ConfigError before any data is read or anything is compiled, and
+  LockedError when another run holds the workdir (see minijax.workdir_lock)."""
   workdir = pathlib.Path(workdir).expanduser().resolve()
   projects.validate(config, jax.device_count())
+  report_dir = pathlib.Path(report_dir or workdir / "report").expanduser()
+  writes_workdir = mode == "train" or report_dir.resolve().is_relative_to(workdir)
+  if mode != "train" and not checkpointing.checkpoint_dir(workdir).is_dir():
+    # Before the lock, which would create a mistyped workdir.
+    raise FileNotFoundError(f"no checkpoints under {checkpointing.checkpoint_dir(workdir)}")
+  # Process 0 holds the lock for all; the others wait for it before they write anything.
+  lock = (workdir_lock.WorkdirLock(workdir)
+          if writes_workdir and jax.process_index() == 0 else None)
+  if lock is not None:
+    lock.acquire()
+  try:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("minijax: workdir lock taken")
+    return _run_experiment(config, workdir, mode, report_dir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run_experiment(config, workdir: pathlib.Path, mode: str, report_dir: pathlib.Path) -> dict:
   if not config.input.mean:  # The dataset's statistics, recorded in config.json with the rest.
     config.input.mean, config.input.std = pipeline.normalization(config.data)
     projects.validate(config, jax.device_count())
@@ -156,7 +180,7 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
     validate = evaluate.make_validator(config, experiment, mesh)
     train.train(config, workdir, experiment, mesh=mesh, validate=validate)
   results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
-  results["report_dir"] = str(pathlib.Path(report_dir or workdir / "report").expanduser())
+  results["report_dir"] = str(report_dir)
   if is_main:
     report.write(results["report_dir"], results, metrics.read_metrics(workdir))
   return results
