@@ -146,6 +146,10 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
   if mode != "train" and not checkpointing.checkpoint_dir(workdir).is_dir():
     # Before the lock, which would create a mistyped workdir.
     raise FileNotFoundError(f"no checkpoints under {checkpointing.checkpoint_dir(workdir)}")
+  if not config.input.mean:  # The dataset's statistics, recorded in config.json with the rest.
+    config.input.mean, config.input.std = pipeline.normalization(config.data)
+    projects.validate(config, jax.device_count())
+  experiment = projects.build(config)
   # Process 0 holds the lock for all; the others wait for it before they write anything.
   lock = (workdir_lock.WorkdirLock(workdir)
           if writes_workdir and jax.process_index() == 0 else None)
@@ -154,17 +158,14 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
   try:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("minijax: workdir lock taken")
-    return _run_experiment(config, workdir, mode, report_dir)
+    return _run_experiment(config, experiment, workdir, mode, report_dir)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _run_experiment(config, workdir: pathlib.Path, mode: str, report_dir: pathlib.Path) -> dict:
-  if not config.input.mean:  # The dataset's statistics, recorded in config.json with the rest.
-    config.input.mean, config.input.std = pipeline.normalization(config.data)
-    projects.validate(config, jax.device_count())
-  experiment = projects.build(config)
+def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
+                    report_dir: pathlib.Path) -> dict:
   logging.info("config:\n%s", config)
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()

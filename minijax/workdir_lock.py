@@ -90,6 +90,7 @@ class WorkdirLock:
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
     self._previous_sigterm = None
+    self._created = False
 
   def __enter__(self):
     self.acquire()
@@ -111,6 +112,7 @@ class WorkdirLock:
 
   def acquire(self) -> None:
     """Takes the lock (creating the workdir); LockedError names a live holder."""
+    self._created = not self.path.parent.exists()
     self.path.parent.mkdir(parents=True, exist_ok=True)
     record = {"host": socket.gethostname(), "pid": os.getpid(),
               "process_start": _process_start(os.getpid()),
@@ -186,7 +188,8 @@ class WorkdirLock:
       self._previous_sigterm = signal.signal(signal.SIGTERM, stop)
 
   def release(self) -> None:
-    """Stops the heartbeat and removes the lock if it is still this run's."""
+    """Stops the heartbeat and removes the lock if it is still this run's (and the workdir if
+    acquire created it and nothing was written there)."""
     if self._thread is None:
       return
     self._stop.set()
@@ -198,3 +201,5 @@ class WorkdirLock:
     holder = _read(self.path)
     if holder is not None and holder.get("token") == self._token:
       self.path.unlink(missing_ok=True)
+    if self._created and not any(self.path.parent.iterdir()):
+      self.path.parent.rmdir()  # A run that failed before writing leaves no empty workdir.
