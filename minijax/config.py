@@ -111,6 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A workdir (e.g. weights converted by minijax.tools.torch_interop) whose best checkpoint's
   # weights start training; used only when this run's workdir has no checkpoint yet.
   config.init_from = ""
+  # True: resume even though keys that define the model, its inputs or the data changed since the
+  # workdir's checkpoints were trained, or the data itself (minijax.provenance); recorded in
+  # WORKDIR/changes.jsonl. False: such a resume is refused, naming what changed.
+  config.allow_resume_changes = False
 
   config.batch_size = 64  # Global, over all devices and processes.
   config.num_epochs = 25  # Full passes over the train split.
@@ -439,8 +443,8 @@ def field_help(*functions) -> dict[str, str]:
 def describe(config: ml_collections.ConfigDict, helps: dict[str, str],
              defaults: ml_collections.ConfigDict | None = None) -> str:
   """Every field as `key = value  # help [default: ...]`, one line each, in definition order."""
-  flat = _flatten(config.to_dict())
-  default_flat = _flatten(defaults.to_dict()) if defaults is not None else {}
+  flat = flatten(config.to_dict())
+  default_flat = flatten(defaults.to_dict()) if defaults is not None else {}
   lines = []
   for key, value in flat.items():
     # A key set inside a dict(...) (e.g. data.synthetic.seed) has its parent's comment.
@@ -455,11 +459,11 @@ def describe(config: ml_collections.ConfigDict, helps: dict[str, str],
   return "\n".join(lines)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat

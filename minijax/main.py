@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
-from minijax import workdir_lock
+from minijax import provenance, workdir_lock
 from minijax.config import ConfigError
 from minijax.data import pipeline
 from minijax.data.errors import DataError
@@ -110,7 +110,7 @@ def run() -> None:
   except DataError as error:
     sys.exit(f"data error: {error}")
   except (train.Diverged, checkpointing.CheckpointError, FileNotFoundError,
-          workdir_lock.LockedError) as error:
+          workdir_lock.LockedError, provenance.ChangedError) as error:
     sys.exit(f"minijax: {error}")
   except train.Stopped as error:
     print(f"minijax: {error}; checkpoint saved in {workdir}. Run the same command again to "
@@ -170,6 +170,10 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()
   is_main = jax.process_index() == 0
+  if mode == "train":  # Lists and metadata only, before the images are checked.
+    data = provenance.data_record(config)
+    if is_main:
+      provenance.check_resume(config, workdir, data)
   # Every process checks (they must all leave out the same entries).
   if mode == "train":
     pipeline.check_splits(config.data, ("train", "val", config.eval.split),
@@ -179,7 +183,7 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
     pipeline.check_splits(config.data, (config.eval.split,), progress=False)
   if mode == "train":
     validate = evaluate.make_validator(config, experiment, mesh)
-    train.train(config, workdir, experiment, mesh=mesh, validate=validate)
+    train.train(config, workdir, experiment, mesh=mesh, validate=validate, data=data)
   results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
   results["report_dir"] = str(report_dir)
   if is_main:

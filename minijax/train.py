@@ -12,6 +12,7 @@ same command on the same workdir resumes from the latest checkpoint; the data po
 from the step, so resume is exact whatever the number of processes.
 """
 import functools
+import json
 import logging
 import os
 import pathlib
@@ -29,7 +30,7 @@ import numpy as np
 import optax
 
 from minijax import checkpointing, config as config_lib, experiment as experiment_lib, metrics
-from minijax import sharding
+from minijax import provenance, sharding
 from minijax.data import device_dataset, order, pipeline
 
 
@@ -332,25 +333,32 @@ class _StopSignals:
       signal.signal(signum, handler)
 
 
-def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, start_step: int) -> None:
-  """WORKDIR/config.json; a different earlier one (what checkpoints up to start_step were
-  trained with) is kept as config.until-step-N.json."""
-  path = workdir / config_lib.CONFIG_FILE
-  text = config.to_json_best_effort(indent=2)
-  if path.exists() and path.read_text() != text and start_step > 0:
-    os.replace(path, workdir / f"config.until-step-{start_step}.json")
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, start_step: int,
+                 data: dict | None = None) -> None:
+  """WORKDIR/config.json, and data.json (minijax.provenance.data_record) when given; a different
+  earlier one (what checkpoints up to start_step were trained with) is kept as
+  config.until-step-N.json (data.until-step-N.json)."""
+  files = {config_lib.CONFIG_FILE: config.to_json_best_effort(indent=2)}
+  if data is not None:
+    files[provenance.DATA_FILE] = json.dumps(data, indent=2)
+  for name, text in files.items():
+    path = workdir / name
+    if path.exists() and path.read_text() != text and start_step > 0:
+      os.replace(path, workdir / f"{path.stem}.until-step-{start_step}.json")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib.Experiment, *,
-          mesh, validate: Callable[[dict], dict], train_source=None) -> dict:
+          mesh, validate: Callable[[dict], dict], train_source=None, data: dict | None = None
+          ) -> dict:
   """Trains (or resumes) in `workdir`; returns {'step', 'resumed_from'}.
 
   `validate(variables)` -> {'loss', 'accuracy'} is called at each epoch end (minijax.evaluate).
   `train_source` replaces config.data's train split (any random-access source of {'image',
-  'label'} examples, e.g. in memory for a benchmark).
+  'label'} examples, e.g. in memory for a benchmark). `data` (minijax.provenance.data_record) is
+  written beside config.json.
   Raises Diverged at the first log point that sees a non-finite loss or gradient norm (nothing
   after the last good checkpoint is saved), Stopped after saving on SIGINT / SIGTERM.
   """
@@ -400,7 +408,7 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
   frozen = experiment.load_frozen(mesh)
   feed = make_feed(config, train_source, mesh, start_step, num_steps)
   if is_main:
-    write_config(workdir, config, start_step)
+    write_config(workdir, config, start_step, data)
 
   step_fn = step_function(experiment)
   replicated = sharding.replicated(mesh)

@@ -12,6 +12,7 @@ Examples are read one index at a time even where the source has `__getitems__`: 
 array_record read costs more CPU per image than single reads (benchmarks/README.md, streaming.py).
 """
 import functools
+import hashlib
 import logging
 import os
 import pathlib
@@ -128,6 +129,16 @@ def dataset_location(data_config) -> str:
   if data_config.name == "synthetic":
     return str(synthetic.default_synthetic_root(**params))
   return str(multispectral.default_multispectral_root(**params))
+
+
+def fingerprint(data_config, split: str) -> dict:
+  """What one split is made of, to tell later whether a workdir's data changed: its example count
+  and the SHA-256 of its list file (image lists) or of the prepared dataset's dataset_info.json
+  (TFDS). Reads the list, not the images."""
+  source = _open_source(data_config, split)
+  path = source.info_file if data_config.name == "tfds" else source.list_file
+  return {"examples": len(source), "file": path.name,
+          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -82,6 +82,8 @@ class TfdsSource:
     self.split = split
     self.data_dir = data_dir or None
     builder = open_builder(tfds_name, self.data_dir)
+    # What the prepared dataset is (splits, sizes, features): a workdir's data fingerprint.
+    self.info_file = pathlib.Path(str(builder.data_path)) / "dataset_info.json"
     self._check_features(builder, image_size, num_classes)
     self.declaration = dataset_spec.declaration_of(builder)
     image = builder.info.features["image"]

@@ -1,5 +1,8 @@
 """What a workdir accepts: one writer at a time (a second launch is refused while the first
-trains), and evaluation into another folder while the workdir is held."""
+trains), evaluation into another folder while the workdir is held, and a resume only with the
+model and data it was made from (minijax.provenance)."""
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,7 +11,8 @@ import time
 import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
-from minijax import main, metrics, workdir_lock
+from minijax import main, metrics, provenance, workdir_lock
+from minijax.data import pipeline
 
 
 def _cli(workdir, *args, popen=False):
@@ -68,3 +72,76 @@ def test_evaluating_into_another_folder_needs_no_lock(tmp_path):
     for mode in ("evaluate", "train"):  # Into the workdir (its report/): refused.
       with pytest.raises(workdir_lock.LockedError, match="in use by another run"):
         main.run_experiment(config, tmp_path / "w", mode=mode)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished 1-epoch run on an image list of its own (a copy of the tiny synthetic set)."""
+  tmp = tmp_path_factory.mktemp("trained")
+  data = tmp / "data"
+  shutil.copytree(pipeline.get_source(tiny_config().data, "train").root, data)
+  overrides = {"data.name": "imagelist", "data.root": str(data), "num_epochs": 1}
+  main.run_experiment(tiny_config(**overrides), tmp / "w")
+  return tmp, overrides
+
+
+def _copy(trained, tmp_path):
+  shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+  return tmp_path / "w", {**trained[1], "data.root": str(tmp_path / "data")}
+
+
+def test_the_workdir_records_its_data(trained):
+  record = json.loads((trained[0] / "w" / provenance.DATA_FILE).read_text())
+  assert record["splits"]["train"]["examples"] == 48 and record["splits"]["test"]["examples"] == 16
+  assert record["splits"]["train"]["file"] == "train.txt"
+  assert len(record["splits"]["train"]["sha256"]) == 64
+  assert record["channels"] == "R,G,B" and len(record["normalization"]["mean"]) == 3
+
+
+def test_a_resume_with_another_image_size_is_refused_in_one_line(trained, tmp_path):
+  workdir, overrides = _copy(trained, tmp_path)
+  result = _cli(workdir, *cli_overrides(**{**overrides, "num_epochs": 2, "data.image_size": 32}))
+  assert result.returncode == 1, result.stderr[-3000:]
+  lines = _user_lines(result.stderr)
+  assert len(lines) == 1 and "config.data.image_size 16 -> 32" in lines[0], result.stderr[-3000:]
+  assert "num_epochs" not in lines[0]  # What passes is not named among what refuses.
+  assert f"--config.{provenance.ALLOW_KEY}=True" in lines[0]
+  assert "Traceback" not in result.stderr
+  assert not (workdir / "checkpoints" / "12").exists()
+
+
+def test_a_grown_list_is_refused_and_accepted_when_allowed(trained, tmp_path, capsys):
+  workdir, overrides = _copy(trained, tmp_path)
+  train_list = tmp_path / "data" / "train.txt"
+  added = []
+  for line in train_list.read_text().splitlines()[:8]:  # 8 more examples: copies of 8 images.
+    path, label = line.split()
+    shutil.copy(tmp_path / "data" / path, tmp_path / "data" / f"{path}.copy.JPEG")
+    added.append(f"{path}.copy.JPEG {label}")
+  with train_list.open("a") as f:
+    f.write("\n".join(added) + "\n")
+  config = tiny_config(**{**overrides, "num_epochs": 2})
+  with pytest.raises(provenance.ChangedError, match=r"train split \(48 -> 56 examples, "
+                     r"train.txt changed\)"):
+    main.run_experiment(config, workdir)
+  assert not (workdir / provenance.CHANGES_FILE).exists()
+  main.run_experiment(tiny_config(**{**overrides, "num_epochs": 2,
+                                     provenance.ALLOW_KEY: True}), workdir)
+  assert "allowed by config.allow_resume_changes" in capsys.readouterr().err
+  change, = [json.loads(line) for line in (workdir / provenance.CHANGES_FILE).open()]
+  assert change["step"] == 6 and change["allowed_by"] == "config.allow_resume_changes"
+  assert change["data"] == {"train": "48 -> 56 examples, train.txt changed"}
+  assert json.loads((workdir / provenance.DATA_FILE).read_text())["splits"]["train"][
+      "examples"] == 56
+  assert (workdir / "data.until-step-6.json").is_file()  # What steps 1-6 were trained on.
+
+
+def test_a_harmless_change_passes_with_a_line(trained, tmp_path, capsys):
+  workdir, overrides = _copy(trained, tmp_path)
+  main.run_experiment(tiny_config(**{**overrides, "num_epochs": 2, "log_every_steps": 2,
+                                     "eval.batch_size": 4}), workdir)
+  err = capsys.readouterr().err
+  assert "resuming from step 6 with changes: " in err and "config.log_every_steps 1 -> 2" in err
+  assert "config.eval.batch_size 8 -> 4" in err and "allowed by" not in err
+  steps = _train_steps(workdir)
+  assert steps[-1] == 12

@@ -1,0 +1,143 @@
+"""What a workdir was made from, and whether a resume may go on with what it is given now.
+
+A workdir records its resolved config (config.json) and, beside it, its data (data.json): per
+split the example count and the SHA-256 of the list file (or of a prepared TFDS dataset's
+dataset_info.json), and the channels and normalisation statistics used. Without it a resume with
+a grown list goes on at the old step inside another epoch's shuffle, and one with another model,
+class count or image size fails as an unreadable checkpoint, or trains on silently.
+
+On resume (a checkpoint with optimizer state exists) the new config and data are compared with
+the recorded ones. Keys that define the model, its inputs or the data (and the data itself) refuse
+the resume in one line naming them, unless config.allow_resume_changes=True; the rest (logging and
+checkpoint intervals, evaluation, the training recipe a resume is for: more epochs, a lower
+learning rate) pass with a line. Each accepted difference is appended to WORKDIR/changes.jsonl.
+"""
+import datetime
+import json
+import logging
+import pathlib
+import sys
+
+from minijax import config as config_lib
+from minijax.data import pipeline
+
+DATA_FILE = "data.json"
+CHANGES_FILE = "changes.jsonl"
+ALLOW_KEY = "allow_resume_changes"
+
+# Keys (or prefixes ending in '.') that pass on resume; every other key refuses. Where the data
+# lives may move (data.root, data.data_dir): the data itself is judged by its fingerprint.
+PASSING = (
+    "log_every_steps", "checkpoint_every_steps", "checkpoint_keep_best", "progress_bar",
+    "steps_per_call", "init_from", "eval.", "data.num_threads", "data.num_workers",
+    "data.on_device", "data.device_memory_fraction", "data.root", "data.data_dir",
+    "data.allow_symlinks_outside_root",
+    # The recipe: what resuming is for (more epochs, a lower learning rate after divergence).
+    "num_epochs", "batch_size", "optimizer.", "loss.", "distill.", "input.flip",
+    "input.rotation_degrees", "input.rotation_interpolation", "input.random_resized_crop",
+    "input.crop_scale", "input.crop_ratio", "input.mixup_alpha", "input.cutmix_alpha",
+    "input.mix_prob", "input.subset_training.",
+    ALLOW_KEY)
+
+
+class ChangedError(RuntimeError):
+  """A resume with a config or data that differ from the workdir's where results or shapes
+  depend on them (the message names them and the way to go on)."""
+
+
+def data_record(config) -> dict:
+  """The data config.data names now: each split's fingerprint, the channels and statistics."""
+  splits = dict.fromkeys(("train", "val", config.eval.split))
+  return {"splits": {split: pipeline.fingerprint(config.data, split) for split in splits},
+          "channels": config.data.channels,
+          "normalization": {"mean": list(config.input.mean), "std": list(config.input.std)}}
+
+
+def read_json(path: pathlib.Path) -> dict | None:
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    return None
+  except ValueError as error:
+    logging.warning("%s is not valid JSON (%s): not compared", path, error)
+    return None
+
+
+_ABSENT = "(absent)"
+
+
+def _passes(key: str, old, new) -> bool:
+  # A field only one side has was added or removed by another minijax or config file version.
+  return _ABSENT in (old, new) or any(key == p or (p.endswith(".") and key.startswith(p))
+                                      for p in PASSING)
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+  """{dotted key: (old, new)} for every field that differs (one side missing: '(absent)')."""
+  old_flat, new_flat = config_lib.flatten(old), config_lib.flatten(new)
+  return {key: (old_flat.get(key, _ABSENT), new_flat.get(key, _ABSENT))
+          for key in dict.fromkeys([*old_flat, *new_flat])
+          if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)}
+
+
+def data_changes(old: dict, new: dict) -> dict[str, str]:
+  """{split: what changed} for the splits both records hold."""
+  changes = {}
+  for split, before in old.get("splits", {}).items():
+    now = new["splits"].get(split)
+    if now is None or now == before:
+      continue
+    what = []
+    if before.get("examples") != now["examples"]:
+      what.append(f"{before.get('examples')} -> {now['examples']} examples")
+    if before.get("sha256") != now["sha256"]:
+      what.append(f"{now['file']} changed")
+    changes[split] = ", ".join(what) or "changed"
+  return changes
+
+
+def _shown(changes: dict[str, tuple]) -> str:
+  return ", ".join(f"config.{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def resumed_step(workdir: pathlib.Path) -> int | None:
+  """The latest checkpoint's step when it can be resumed (has optimizer state), else None."""
+  steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+  if not steps or not (workdir / "checkpoints" / str(max(steps)) / "optimizer").is_dir():
+    return None  # Nothing trained, or converted weights (an init, not a resume).
+  return max(steps)
+
+
+def check_resume(config, workdir: pathlib.Path, data: dict) -> None:
+  """Compares a resume's config and data with what `workdir` recorded: ChangedError for keys or
+  splits that refuse (unless config.allow_resume_changes), a line for those that pass."""
+  step = resumed_step(workdir)
+  old_config = read_json(workdir / config_lib.CONFIG_FILE)
+  if step is None or old_config is None:
+    return
+  changes = config_changes(old_config, json.loads(config.to_json_best_effort()))
+  changes.pop(ALLOW_KEY, None)
+  refused = {k: v for k, v in changes.items() if not _passes(k, *v)}
+  old_data = read_json(workdir / DATA_FILE)  # None: a workdir of an older minijax.
+  splits = data_changes(old_data, data) if old_data is not None else {}
+  if (refused or splits) and not config.allow_resume_changes:
+    what = "; ".join(filter(None, [
+        _shown(refused),
+        splits and "data " + ", ".join(f"{s} split ({w})" for s, w in splits.items())]))
+    raise ChangedError(
+        f"{workdir} was trained (to step {step}) with other data or model: {what}. Use another "
+        f"--workdir, or resume anyway with --config.{ALLOW_KEY}=True (recorded in "
+        f"{workdir / CHANGES_FILE})")
+  if not (changes or splits):
+    return
+  shown = ", ".join(filter(None, [_shown(changes), ", ".join(
+      f"{s} split ({w})" for s, w in splits.items())]))
+  why = f" (allowed by config.{ALLOW_KEY})" if refused or splits else ""
+  print(f"minijax: resuming from step {step} with changes{why}: {shown}; "
+        f"{config_lib.CONFIG_FILE} until then is kept as config.until-step-N.json",
+        file=sys.stderr, flush=True)
+  record = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "step": step, "allowed_by": f"config.{ALLOW_KEY}" if why else None,
+            "config": {k: list(v) for k, v in changes.items()}, "data": splits}
+  with open(workdir / CHANGES_FILE, "a") as f:
+    f.write(json.dumps(record) + "\n")
