@@ -140,6 +140,11 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: also report each subset's accuracy under the seed's own test protocol, random flip +
   # rotation (minijax.data.seed_protocol), as mean and spread over this many draws.
   config.eval.seed_protocol_draws = 0
+  # --mode=evaluate takes what defines the model and its inputs (model.*, data.num_classes,
+  # data.image_size, data.channels, input.mean/std, ...) from WORKDIR/config.json. True: a value
+  # given on the command line that differs there is used instead (recorded in results.json);
+  # False: such a value is refused, naming it.
+  config.eval.override_workdir_config = False
   return config
 
 

@@ -11,6 +11,7 @@ library's errors into one-line messages.
 import os
 import pathlib
 import sys
+from typing import Iterable
 
 from absl import app, flags, logging
 import jax
@@ -19,6 +20,7 @@ from ml_collections import config_flags
 
 from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
 from minijax import provenance, workdir_lock
+from minijax import config as config_lib
 from minijax.config import ConfigError
 from minijax.data import pipeline
 from minijax.data.errors import DataError
@@ -104,7 +106,8 @@ def run() -> None:
   """run_experiment on the flags, its errors as one-line messages and exit codes."""
   config, workdir = _CONFIG.value, pathlib.Path(_WORKDIR.value).expanduser().resolve()
   try:
-    results = run_experiment(config, workdir, mode=_MODE.value, report_dir=_REPORT_DIR.value)
+    results = run_experiment(config, workdir, mode=_MODE.value, report_dir=_REPORT_DIR.value,
+                             given=config_keys_given(sys.argv))
   except ConfigError as error:
     sys.exit(f"invalid config: {error}")
   except DataError as error:
@@ -122,6 +125,11 @@ def run() -> None:
     print(where_things_are(config, workdir, results["report_dir"]), flush=True)
 
 
+def config_keys_given(argv: list[str]) -> list[str]:
+  """The config keys set on the command line (--config.KEY=VALUE or --config.KEY VALUE)."""
+  return [a.split("=")[0].removeprefix("--config.") for a in argv if a.startswith("--config.")]
+
+
 def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
   """The closing lines: where the run's outputs and its dataset are."""
   lines = [f"report:      {report_dir}  (channel_accuracy.md, results.json, *.png plots)",
@@ -135,17 +143,24 @@ def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
   return "\n".join(lines)
 
 
-def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> dict:
+def run_experiment(config, workdir, *, mode: str = "train", report_dir=None,
+                   given: Iterable[str] | None = None) -> dict:
   """config -> experiment -> train (mode 'train') -> evaluate -> report; the results, with
   'report_dir'. Raises ConfigError before any data is read or anything is compiled, and
-  LockedError when another run holds the workdir (see minijax.workdir_lock)."""
+  LockedError when another run holds the workdir (see minijax.workdir_lock). Mode 'evaluate'
+  takes the model's keys from the workdir's config.json (minijax.provenance.evaluation_config;
+  `given`: the keys set on the command line, None: all)."""
   workdir = pathlib.Path(workdir).expanduser().resolve()
   projects.validate(config, jax.device_count())
   report_dir = pathlib.Path(report_dir or workdir / "report").expanduser()
   writes_workdir = mode == "train" or report_dir.resolve().is_relative_to(workdir)
-  if mode != "train" and not checkpointing.checkpoint_dir(workdir).is_dir():
-    # Before the lock, which would create a mistyped workdir.
-    raise FileNotFoundError(f"no checkpoints under {checkpointing.checkpoint_dir(workdir)}")
+  used = {"workdir_config": str(workdir / config_lib.CONFIG_FILE), "overridden": {}}  # Training.
+  if mode != "train":
+    if not checkpointing.checkpoint_dir(workdir).is_dir():
+      # Before the lock, which would create a mistyped workdir.
+      raise FileNotFoundError(f"no checkpoints under {checkpointing.checkpoint_dir(workdir)}")
+    config, used = provenance.evaluation_config(config, workdir, given)
+    projects.validate(config, jax.device_count())
   if not config.input.mean:  # The dataset's statistics, recorded in config.json with the rest.
     config.input.mean, config.input.std = pipeline.normalization(config.data)
     projects.validate(config, jax.device_count())
@@ -158,14 +173,14 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None) -> 
   try:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("minijax: workdir lock taken")
-    return _run_experiment(config, experiment, workdir, mode, report_dir)
+    return _run_experiment(config, experiment, workdir, mode, report_dir, used)
   finally:
     if lock is not None:
       lock.release()
 
 
 def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
-                    report_dir: pathlib.Path) -> dict:
+                    report_dir: pathlib.Path, used: dict) -> dict:
   logging.info("config:\n%s", config)
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()
@@ -185,6 +200,7 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
     validate = evaluate.make_validator(config, experiment, mesh)
     train.train(config, workdir, experiment, mesh=mesh, validate=validate, data=data)
   results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
+  results["provenance"] = provenance.results_provenance(config, used)
   results["report_dir"] = str(report_dir)
   if is_main:
     report.write(results["report_dir"], results, metrics.read_metrics(workdir))
@@ -212,8 +228,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except ValueError as error:  # Raised by a config file's get_config, e.g. an unknown arg.
     sys.exit(f"invalid config: {error}")
   except (AttributeError, KeyError) as error:
-    overrides = [a.split("=")[0].removeprefix("--config.") for a in argv
-                 if a.startswith("--config.")]
+    overrides = config_keys_given(argv)
     missing = str(error).strip("\"'")
     bad = [key for key in overrides if missing in key.split(".")] or overrides
     sys.exit(f"invalid config: unknown key config.{bad[0] if bad else missing} "

@@ -11,12 +11,20 @@ the recorded ones. Keys that define the model, its inputs or the data (and the d
 the resume in one line naming them, unless config.allow_resume_changes=True; the rest (logging and
 checkpoint intervals, evaluation, the training recipe a resume is for: more epochs, a lower
 learning rate) pass with a line. Each accepted difference is appended to WORKDIR/changes.jsonl.
+
+Evaluation (--mode=evaluate) takes the keys that define the model and its inputs (EVAL_DEFINING)
+from the workdir's config.json, so that a checkpoint is evaluated as it was trained; a value given
+on the command line that differs there is refused unless config.eval.override_workdir_config.
+What it used goes into results.json with the checkpoint step and the data's fingerprint.
 """
 import datetime
 import json
 import logging
 import pathlib
 import sys
+from typing import Iterable
+
+import ml_collections
 
 from minijax import config as config_lib
 from minijax.data import pipeline
@@ -38,6 +46,14 @@ PASSING = (
     "input.crop_scale", "input.crop_ratio", "input.mixup_alpha", "input.cutmix_alpha",
     "input.mix_prob", "input.subset_training.",
     ALLOW_KEY)
+
+
+# What evaluation takes from the workdir's config.json: the model and what its inputs are. Which
+# data it is evaluated on (data.name, data.root, eval.split, ...) is the command line's.
+EVAL_DEFINING = ("project", "model.", "ema_decay", "data.num_classes", "data.image_size",
+                 "data.channels", "input.mean", "input.std", "input.train_channels",
+                 "input.channel_fill")
+OVERRIDE_KEY = "eval.override_workdir_config"
 
 
 class ChangedError(RuntimeError):
@@ -66,10 +82,13 @@ def read_json(path: pathlib.Path) -> dict | None:
 _ABSENT = "(absent)"
 
 
+def _matches(key: str, patterns) -> bool:
+  return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
+
+
 def _passes(key: str, old, new) -> bool:
   # A field only one side has was added or removed by another minijax or config file version.
-  return _ABSENT in (old, new) or any(key == p or (p.endswith(".") and key.startswith(p))
-                                      for p in PASSING)
+  return _ABSENT in (old, new) or _matches(key, PASSING)
 
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
@@ -141,3 +160,49 @@ def check_resume(config, workdir: pathlib.Path, data: dict) -> None:
             "config": {k: list(v) for k, v in changes.items()}, "data": splits}
   with open(workdir / CHANGES_FILE, "a") as f:
     f.write(json.dumps(record) + "\n")
+
+
+def evaluation_config(config, workdir: pathlib.Path, given: Iterable[str] | None = None):
+  """(config to evaluate with, provenance for results.json): `config` with the EVAL_DEFINING
+  keys of WORKDIR/config.json. ChangedError for those of `given` (the keys set on the command
+  line; None: all) whose value differs there, unless config.eval.override_workdir_config."""
+  path = workdir / config_lib.CONFIG_FILE
+  saved = read_json(path)
+  if saved is None:  # Weights from elsewhere without a config: the command line's.
+    return config, {"workdir_config": None}
+  now = json.loads(config.to_json_best_effort())
+  changes = {k: v for k, v in config_changes(saved, now).items()
+             if _ABSENT not in v and _matches(k, EVAL_DEFINING)}
+  given = {k for k in (changes if given is None else set(given) & set(changes))
+           if changes[k][1] not in ([], "")}
+  override = config.eval.override_workdir_config
+  if given and not override:
+    raise ChangedError(
+        f"{workdir} was trained with other values of what defines the model or its inputs: "
+        f"{_shown({k: changes[k] for k in given})}. Evaluation uses the workdir's "
+        f"{config_lib.CONFIG_FILE}: drop these overrides, or evaluate with them anyway with "
+        f"--config.{OVERRIDE_KEY}=True (recorded in results.json)")
+  taken = {k: v for k, v in changes.items() if not (override and k in given)}
+  # An empty input.mean / std means "the dataset's statistics": the workdir's, without a word.
+  told = [f"config.{k}={old!r}" for k, (old, new) in taken.items() if new not in ([], "")]
+  if told:
+    print(f"minijax: evaluating with the workdir's {', '.join(told)} ({path})", file=sys.stderr,
+          flush=True)
+  if override and given:
+    print(f"minijax: evaluating with {_shown({k: changes[k] for k in given})} "
+          f"(allowed by config.{OVERRIDE_KEY})", file=sys.stderr, flush=True)
+  config = ml_collections.ConfigDict(config.to_dict())  # An unlocked copy.
+  for key, (old, _) in taken.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = tuple(old) if isinstance(node[leaf], tuple) and isinstance(old, list) else old
+  return config, {"workdir_config": str(path),
+                  "overridden": {k: list(changes[k]) for k in given} if override else {}}
+
+
+def results_provenance(config, used: dict) -> dict:
+  """What results.json records of how it was made: the config and the evaluated data."""
+  return {**used, "config": config_lib.flatten(json.loads(config.to_json_best_effort())),
+          "data": {config.eval.split: pipeline.fingerprint(config.data, config.eval.split)}}

@@ -145,3 +145,37 @@ def test_a_harmless_change_passes_with_a_line(trained, tmp_path, capsys):
   assert "config.eval.batch_size 8 -> 4" in err and "allowed by" not in err
   steps = _train_steps(workdir)
   assert steps[-1] == 12
+
+
+def test_evaluating_at_another_image_size_is_refused_in_one_line(trained, tmp_path):
+  workdir, overrides = _copy(trained, tmp_path)
+  result = _cli(workdir, "--mode=evaluate", f"--report_dir={tmp_path / 'r'}",
+                *cli_overrides(**{**overrides, "data.image_size": 32}))
+  assert result.returncode == 1, result.stderr[-3000:]
+  lines = _user_lines(result.stderr)
+  assert len(lines) == 1 and "config.data.image_size 16 -> 32" in lines[0], result.stderr[-3000:]
+  assert f"--config.{provenance.OVERRIDE_KEY}=True" in lines[0]
+  assert not (tmp_path / "r").exists()
+
+
+def test_evaluation_takes_the_workdirs_config_and_records_it(trained, tmp_path, capsys):
+  workdir, overrides = _copy(trained, tmp_path)
+  at_32 = {**overrides, "data.image_size": 32}
+  # Not set on the command line (given=()): the workdir's value, with a line saying so.
+  results = main.run_experiment(tiny_config(**at_32), workdir, mode="evaluate",
+                                report_dir=tmp_path / "r16", given=())
+  assert "evaluating with the workdir's config.data.image_size=16" in capsys.readouterr().err
+  recorded = json.loads((tmp_path / "r16" / "results.json").read_text())
+  assert recorded["checkpoint_step"] == results["checkpoint_step"] == 6
+  used = recorded["provenance"]
+  assert used["config"]["data.image_size"] == 16 and used["config"]["model.name"] == "complexcnn"
+  assert used["workdir_config"] == str(workdir / "config.json") and used["overridden"] == {}
+  data = json.loads((workdir / provenance.DATA_FILE).read_text())
+  assert used["data"] == {"test": data["splits"]["test"]}
+  # Asked explicitly: evaluated at 32, and results.json says so.
+  main.run_experiment(tiny_config(**at_32, **{provenance.OVERRIDE_KEY: True}), workdir,
+                      mode="evaluate", report_dir=tmp_path / "r32")
+  assert "(allowed by config.eval.override_workdir_config)" in capsys.readouterr().err
+  used = json.loads((tmp_path / "r32" / "results.json").read_text())["provenance"]
+  assert used["overridden"] == {"data.image_size": [16, 32]}
+  assert used["config"]["data.image_size"] == 32
