@@ -10,6 +10,7 @@ library's errors into one-line messages.
 """
 import os
 import pathlib
+import shlex
 import sys
 from typing import Iterable
 
@@ -135,7 +136,7 @@ def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
   lines = [f"report:      {report_dir}  (channel_accuracy.md, results.json, *.png plots)",
            f"checkpoints: {workdir / 'checkpoints'}  (best by validation loss, and the latest)",
            f"metrics:     {workdir / 'metrics.jsonl'}; TensorBoard: tensorboard --logdir "
-           f"{workdir}  (pip install -e '.[tensorboard]')"]
+           f"{shlex.quote(str(workdir))}  (pip install -e '.[tensorboard]')"]
   dataset = pipeline.dataset_location(config.data)
   if config.data.name in ("synthetic", "multispectral") and not config.data.root:
     dataset += "  (embedded, generated once; MINIJAX_DATA_DIR moves the cache)"
@@ -194,8 +195,10 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
     pipeline.check_splits(config.data, ("train", "val", config.eval.split),
                           report_path=workdir / "skipped.tsv" if is_main else None,
                           progress=is_main and config.progress_bar)
-  else:
-    pipeline.check_splits(config.data, (config.eval.split,), progress=False)
+  else:  # The workdir may be read-only: what evaluation leaves out goes with its report.
+    pipeline.check_splits(config.data, (config.eval.split,),
+                          report_path=report_dir / "skipped.tsv" if is_main else None,
+                          progress=False, before="evaluating")
   if mode == "train":
     validate = evaluate.make_validator(config, experiment, mesh)
     train.train(config, workdir, experiment, mesh=mesh, validate=validate, data=data)

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from minijax import checkpointing, config as config_lib, experiment as experiment_lib, metrics
-from minijax import provenance, sharding
+from minijax import models, provenance, sharding
 from minijax.data import device_dataset, order, pipeline
 
 
@@ -279,6 +279,32 @@ def steps_per_call(config) -> int:
   return 1 if jax.default_backend() == "cpu" else AUTO_STEPS_PER_CALL
 
 
+def input_warnings(config, labels) -> list[str]:
+  """What about the training input trains silently badly: an image_size below the model's
+  reduction (models.REDUCTION), classes of config.data.num_classes absent from the train labels
+  (None: not known without reading the split)."""
+  warnings = []
+  reduction = models.REDUCTION.get(config.model.name)
+  if reduction and config.data.image_size < reduction:
+    warnings.append(
+        f"data.image_size={config.data.image_size} is smaller than {config.model.name}'s "
+        f"{reduction}x reduction: its last layers see only padding around a 1-pixel map, so it "
+        f"learns little or nothing; use data.image_size >= {reduction}")
+  if labels is not None:
+    absent = sorted(set(range(config.data.num_classes)) - set(np.unique(labels).tolist()))
+    if absent:
+      named = ", ".join(map(str, absent[:10])) + (", ..." if len(absent) > 10 else "")
+      warnings.append(f"{len(absent)} of the {config.data.num_classes} classes have no train "
+                      f"example (labels {named}): the model can never learn to predict them")
+  return warnings
+
+
+def _train_labels(train_source):
+  """The train labels where the source lists them (an image list) without decoding; else None."""
+  entries = getattr(train_source, "entries", None)
+  return None if entries is None else np.asarray([label for _, label in entries])
+
+
 def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
   """OnDeviceFeed when the split is (to be) held on the devices, else streamed device batches."""
   sample = train_source[0]["image"]
@@ -286,8 +312,13 @@ def make_feed(config, train_source, mesh, start_step: int, num_steps: int):
   if device_dataset.should_hold_on_device(config.data.on_device, num_bytes,
                                           config.data.device_memory_fraction):
     images, labels = pipeline.load_split(train_source, pipeline.load_threads(config.data))
+    for warning in input_warnings(config, labels) if jax.process_index() == 0 else ():
+      logging.warning("%s", warning)
     return OnDeviceFeed(device_dataset.DeviceDataset(images, labels, mesh), config, mesh,
                         len(train_source) // config.batch_size, steps_per_call(config))
+  for warning in (input_warnings(config, _train_labels(train_source))
+                  if jax.process_index() == 0 else ()):
+    logging.warning("%s", warning)
   batches = pipeline.train_batches(
       train_source, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, num_steps=num_steps, process_index=jax.process_index(),

@@ -99,14 +99,16 @@ def get_source(data_config, split: str):
   return source.without(skipped) if skipped else source
 
 
-def check_splits(data_config, splits, *, report_path=None, progress: bool = True
-                 ) -> list[listcheck.Problem]:
+def check_splits(data_config, splits, *, report_path=None, progress: bool = True,
+                 before: str = "training") -> list[listcheck.Problem]:
   """Opens every named split and decodes each of its images once (minijax.data.verify), so that a
   missing or bad list or image fails before training starts (data.on_bad_files="fail"), or is left
   out of every later get_source and listed in report_path, e.g. WORKDIR/skipped.tsv ("skip").
-  Returns what was left out. Prepared TFDS datasets were checked by prepare: only opened here."""
+  Returns what was left out. Prepared TFDS datasets were checked by prepare: only opened here.
+  before: what the check precedes, for its message ("training", "evaluating")."""
   sources = {split: _open_source(data_config, split) for split in dict.fromkeys(splits)}
-  result = verify.verify_splits(sources, on_bad=data_config.on_bad_files, progress=progress)
+  result = verify.verify_splits(sources, on_bad=data_config.on_bad_files, progress=progress,
+                                before=before)
   for split, source in sources.items():
     _SKIPPED.pop((str(getattr(source, "root", "")), split), None)
   for problem in result.problems:

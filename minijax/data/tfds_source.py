@@ -9,6 +9,7 @@ imports the builders and can never start a build by accident.
 """
 import pathlib
 import re
+import shlex
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -28,7 +29,7 @@ def prepare_command(tfds_name: str, data_dir: str | None = None) -> str:
   config = rest.split(":")[0].split("/")[0]
   size = re.match(r"(\d+)px", config)
   size_flag = f" --image_size={size.group(1)}" if size else ""
-  data_dir_flag = f" --data_dir={data_dir}" if data_dir else ""
+  data_dir_flag = f" --data_dir={shlex.quote(str(data_dir))}" if data_dir else ""
   if name == "imagenet_mini":
     note = ("  (a source whose dataset.json declares the channels and dtype in the config name, "
             "or pass them as --channels=... --dtype=...)" if "_" in config else "")

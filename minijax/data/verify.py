@@ -64,7 +64,7 @@ def default_cache_dir() -> pathlib.Path:
 
 def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
                   num_workers: int | None = None, progress: bool = True,
-                  cache_dir: PathLike | None = None) -> Report:
+                  cache_dir: PathLike | None = None, before: str = "training") -> Report:
   """Opens and decodes every image of every split in `sources` ({split: source}).
 
   on_bad="fail": one DataError naming the first MAX_NAMED bad files (list file, line, reason) and
@@ -72,7 +72,8 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
   still a DataError) and its problems say why; writing them down is the caller's (the report
   does not depend on where). num_workers: decoding processes (default: the cores this process may
   use; <= 1, or fewer than MIN_POOL_TASKS tasks of TASK_SIZE files, decode here). cache_dir: see
-  the module docstring (default: default_cache_dir()).
+  the module docstring (default: default_cache_dir()). before: what the check comes before, for
+  the message ("training", "evaluating").
   """
   if on_bad not in ON_BAD:
     raise ValueError(f"on_bad={on_bad!r}; choose from {ON_BAD}")
@@ -110,7 +111,7 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
   report = Report(dict(sources), problems, decoded=todo,
                   cached=sum(group.hits for group in groups.values()))
   if problems and on_bad == "fail":
-    raise DataError(_fail_message(lists, problems))
+    raise DataError(_fail_message(lists, problems, before))
   bad = {}
   for p in problems:
     bad.setdefault(p.split, set()).add(p.path)
@@ -127,9 +128,9 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
 
 
 def _fail_message(lists: Mapping[str, imagelist.ImageListSource],
-                  problems: list[listcheck.Problem]) -> str:
+                  problems: list[listcheck.Problem], before: str) -> str:
   count = f"{len(problems)} bad image file{'s' if len(problems) > 1 else ''}"
-  return (f"{count} ({listcheck.count_by_split(problems)}), found before training:\n"
+  return (f"{count} ({listcheck.count_by_split(problems)}), found before {before}:\n"
           + "\n".join(_named(lists, problems)) + "\nFix or remove them, or leave them out with "
           "data.on_bad_files='skip' (they are then listed in skipped.tsv).")
 

@@ -37,10 +37,13 @@ Then train with --config.data.name=tfds --config.data.tfds_name=<printed name>
 [--config.data.data_dir=DIR].
 """
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import logging as std_logging
 import pathlib
 import re
+import shlex
 import shutil
 import sys
 
@@ -124,10 +127,11 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
   download_dir = pathlib.Path(builder.data_dir_root) / "downloads"
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.download_and_prepare(download_dir=download_dir,
-                               download_config=tfds.download.DownloadConfig(
-                                   download_mode=mode,
-                                   max_examples_per_split=max_examples_per_split))
+  with _build_lock(pathlib.Path(builder.data_dir)):
+    builder.download_and_prepare(download_dir=download_dir,
+                                 download_config=tfds.download.DownloadConfig(
+                                     download_mode=mode,
+                                     max_examples_per_split=max_examples_per_split))
   if not keep_cache and hasattr(builder, "decode_cache_dir"):
     shutil.rmtree(builder.decode_cache_dir(download_dir), ignore_errors=True)
   dataset_dir = pathlib.Path(builder.data_dir)
@@ -149,6 +153,30 @@ def prepare(kind: str, *, keep_cache: bool = False, overwrite: bool = False,
       stats=dataset_spec.dataset_stats(dataset_dir))
 
 
+@contextlib.contextmanager
+def _build_lock(dataset_dir: pathlib.Path):
+  """Held while the dataset is built. Taking it removes the incomplete.*_<version> folders a
+  killed prepare left beside dataset_dir (TFDS's cleanup never ran; at ImageNet scale they hold
+  GBs); a build running now holds the lock, so its folder is never removed. Where the lock cannot
+  be taken (a read-only data_dir) nothing is removed."""
+  with contextlib.ExitStack() as stack:
+    try:
+      dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+      lock = stack.enter_context(open(dataset_dir.parent / f".{dataset_dir.name}.lock", "a+b"))
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      logging.warning("%s is locked or read-only: incomplete.* folders are left alone",
+                      dataset_dir.parent)
+      yield
+      return
+    for leftover in dataset_dir.parent.glob(f"incomplete.*_{dataset_dir.name}"):
+      size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+      print(f"removing {leftover} ({size / 1e9:.2f} GB) left by an interrupted prepare",
+            flush=True)
+      shutil.rmtree(leftover, ignore_errors=True)
+    yield
+
+
 def reason_kind(reason: str) -> str:
   """A reason with its specifics (quoted text, numbers) blanked, to count problems by kind."""
   reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
@@ -168,7 +196,7 @@ def summary(prepared: Prepared) -> str:
                  + ", ".join(f"{name} {m:.4f}/{s:.4f}" for name, m, s
                              in zip(stats["channels"], stats["mean"], stats["std"])))
   data_dir_flag = ("" if prepared.data_dir == _default_data_dir()
-                   else f" --config.data.data_dir={prepared.data_dir}")
+                   else f" --config.data.data_dir={shlex.quote(prepared.data_dir)}")
   lines.append("Train on it with:\n  --config.data.name=tfds "
                f"--config.data.tfds_name={prepared.tfds_name}{data_dir_flag}")
   return "\n".join(lines)

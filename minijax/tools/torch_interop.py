@@ -33,6 +33,7 @@ torch_to_flax_variables also accepts numpy arrays.
 """
 import pathlib
 import re
+import shlex
 from typing import Any, Callable, Mapping
 
 from absl import app, flags, logging
@@ -353,7 +354,7 @@ def main(argv) -> None:
   print(f"Converted {FLAGS.pth} ({FLAGS.model}) to minijax variables at {written}")
   if FLAGS.model in _SEED_CONFIGS:
     print(f"Evaluate it with: python -m minijax.main --config=configs/{FLAGS.model}.py "
-          f"--workdir={FLAGS.workdir} --mode=evaluate [--config.data.root=...]")
+          f"--workdir={shlex.quote(FLAGS.workdir)} --mode=evaluate [--config.data.root=...]")
 
 
 def _define_flags() -> None:

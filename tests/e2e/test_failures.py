@@ -3,16 +3,20 @@ divergence, damaged checkpoints, interruptions, bad flags, evaluation of a wrong
 import json
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
 from minijax import checkpointing, evaluate, experiment, main, metrics, sharding, train
+from minijax.data import tfds_source
+from minijax.data.errors import DataError
 
 
 def _cli(workdir, *args, config="configs/complexcnn.py:demo", timeout=300, popen=False):
@@ -230,3 +234,48 @@ def test_report_dir_writes_elsewhere_and_leaves_the_workdir_untouched(tmp_path):
   assert (tmp_path / "elsewhere" / "results.json").is_file()
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "w").rglob("*")} == before
   assert str(tmp_path / "elsewhere") in result.stdout
+
+
+def _break_one_test_image(root: pathlib.Path) -> str:
+  """Truncates the first test image of a data root; its listed path."""
+  path = (root / "test.txt").read_text().split()[0]
+  (root / path).write_bytes((root / path).read_bytes()[:20])
+  return path
+
+
+def test_evaluate_fails_or_skips_bad_test_images_found_before_evaluating(tmp_path):
+  root = tmp_path / "data"
+  _finished_run(tmp_path / "w", num_epochs=1, **{"data.root": str(root)})
+  broken = _break_one_test_image(root)
+  config = tiny_config(num_epochs=1, **{"data.root": str(root)})
+  with pytest.raises(DataError, match="found before evaluating"):
+    main.run_experiment(config, tmp_path / "w", mode="evaluate", report_dir=tmp_path / "r1")
+  config = tiny_config(num_epochs=1, **{"data.root": str(root), "data.on_bad_files": "skip"})
+  results = main.run_experiment(config, tmp_path / "w", mode="evaluate",
+                                report_dir=tmp_path / "r2")
+  assert results["num_examples"] == 4 * 4 - 1
+  # The skipped.tsv the message promises, with the report (the workdir may be read-only).
+  assert broken in (tmp_path / "r2" / "skipped.tsv").read_text()
+
+
+def test_printed_commands_quote_paths_with_spaces(tmp_path):
+  workdir = tmp_path / "my runs" / "w"
+  lines = main.where_things_are(tiny_config(), workdir, str(workdir / "report"))
+  command = lines.split("TensorBoard: ")[1].split("  (pip")[0]
+  assert shlex.split(command) == ["tensorboard", "--logdir", str(workdir)]
+  prepare_command = tfds_source.prepare_command("imagenet_mini/64px", str(tmp_path / "my data"))
+  assert f"--data_dir={tmp_path / 'my data'}" in shlex.split(prepare_command)
+
+
+@pytest.mark.parametrize("model, size, labels, expected", [
+    ("resnet34", 1, [0, 1, 2, 3], ["smaller than resnet34's 32x reduction"]),
+    ("resnet34", 32, [0, 1, 2, 3], []),
+    ("complexcnn", 16, [0, 1, 1, 3], ["1 of the 4 classes have no train example (labels 2)"]),
+    ("complexcnn", 16, None, []),  # A streamed split whose labels are not known.
+])
+def test_inputs_a_model_cannot_learn_from_are_warned_about(model, size, labels, expected):
+  config = tiny_config(model, **{"data.image_size": size})
+  warnings = train.input_warnings(config, None if labels is None else np.asarray(labels))
+  assert len(warnings) == len(expected)
+  for warning, text in zip(warnings, expected):
+    assert text in warning

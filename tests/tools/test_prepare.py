@@ -147,10 +147,12 @@ def test_interrupted_prepare_resumes_without_redoing_chunks(synthetic_root, tmp_
     pipeline.get_source(_data_config(name, tmp_path, SIZE, 50), "train")
   monkeypatch.undo()
 
-  # 3. Rerun: nothing decoded again, the finished chunk files untouched, dataset complete.
+  # 3. Rerun: nothing decoded again, the finished chunk files untouched, dataset complete, and
+  # the killed build's incomplete.* folder removed (GBs at ImageNet scale).
   calls = _counting_decoder(monkeypatch)
   prepared = prepare.prepare("imagenet_mini", **options)
   assert calls == []
+  assert not list(tmp_path.glob(f"imagenet_mini/{SIZE}px/incomplete.*"))
   assert {path: path.stat().st_mtime_ns for path in first_chunks} == first_chunks
   assert sum(prepared.num_examples.values()) == NUM_SMALL
   assert len(pipeline.get_source(_data_config(name, tmp_path, SIZE, 50), "val")) == 6
