@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -65,10 +66,31 @@ def save(manager: ocp.CheckpointManager, step: int, variables, opt_state, meta: 
                meta=ocp.args.JsonSave(meta))
   if ema_params is not None:
     items["ema"] = ocp.args.StandardSave({"params": ema_params})
+  _quiet_failed_save_echoes()
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
   manager.wait_until_finished()
   if jax.process_index() == 0:
     write_checksums(step_path(manager, step))
+
+
+def _quiet_failed_save_echoes() -> None:
+  """A failed write (a full disk) is raised by manager.save, and main makes it one line. Its
+  echoes would bury that line: orbax's writer threads log the same error with its traceback
+  (ERROR, absl), and the event loop orbax then closes makes TensorStore's later completions print
+  'RuntimeError: Event loop is closed' tracebacks (sys.unraisablehook). Both are dropped."""
+  hook = sys.unraisablehook
+  if getattr(hook, "minijax_filter", False):
+    return
+
+  def filtered(unraisable):
+    value = unraisable.exc_value
+    if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+      hook(unraisable)
+
+  filtered.minijax_filter = True
+  sys.unraisablehook = filtered
+  logging.getLogger("absl").addFilter(
+      lambda record: "_SignalingThread.run() raised an exception" not in str(record.msg))
 
 
 def step_path(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
@@ -105,8 +127,21 @@ def write_checksums(step_dir: pathlib.Path) -> None:
   files = {name: {"sha256": _sha256(step_dir / name), "bytes": (step_dir / name).stat().st_size}
            for name in _files(step_dir)}
   tmp = step_dir / f".{CHECKSUMS}.tmp-{os.getpid()}"
-  tmp.write_text(json.dumps(files, indent=1, sort_keys=True))
-  os.replace(tmp, step_dir / CHECKSUMS)
+  try:
+    tmp.write_text(json.dumps(files, indent=1, sort_keys=True))
+    os.replace(tmp, step_dir / CHECKSUMS)
+  except OSError:  # A full disk: no half-written file is left for a restore to read.
+    tmp.unlink(missing_ok=True)
+    raise
+
+
+def last_saved_step(workdir) -> int | None:
+  """The newest step whose checkpoint was completely written (its checksums too), read from the
+  folder names alone (for messages: no orbax, nothing restored)."""
+  folder = checkpoint_dir(workdir)
+  steps = [int(p.name) for p in folder.iterdir()
+           if p.name.isdigit() and (p / CHECKSUMS).is_file()] if folder.is_dir() else []
+  return max(steps, default=None)
 
 
 def verify_checksums(step_dir: pathlib.Path) -> None:

@@ -19,7 +19,8 @@ import jax
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from minijax import checkpointing, distributed, evaluate, metrics, projects, report, sharding, train
+from minijax import (checkpointing, distributed, evaluate, metrics, oserrors, projects, report,
+                     sharding, train)
 from minijax import provenance, workdir_lock
 from minijax import config as config_lib
 from minijax.config import ConfigError
@@ -120,6 +121,11 @@ def run() -> None:
     print(f"minijax: {error}; checkpoint saved in {workdir}. Run the same command again to "
           "resume from it.", file=sys.stderr, flush=True)
     sys.exit(128 + error.signum)
+  except Exception as error:  # pylint: disable=broad-except
+    message = os_error_message(error, workdir, _MODE.value)
+    if message is None:
+      raise
+    sys.exit(f"minijax: {message}")
   if jax.process_index() == 0:
     for row in results["channels"]:
       print(f"{results['split']} accuracy {row['channels']:>3}: {100 * row['accuracy']:.2f}%")
@@ -129,6 +135,22 @@ def run() -> None:
 def config_keys_given(argv: list[str]) -> list[str]:
   """The config keys set on the command line (--config.KEY=VALUE or --config.KEY VALUE)."""
   return [a.split("=")[0].removeprefix("--config.") for a in argv if a.startswith("--config.")]
+
+
+def os_error_message(error: BaseException, workdir: pathlib.Path, mode: str) -> str | None:
+  """A full disk or an unwritable folder anywhere in the run (oserrors) as one line: the path,
+  the last good checkpoint (kept: a failed save never replaces it) and what to do; else None."""
+  step = checkpointing.last_saved_step(workdir)
+  kept = (f"the last good checkpoint (step {step}) in {checkpointing.checkpoint_dir(workdir)} is "
+          "kept" if step is not None else "no checkpoint had been saved yet")
+  if mode == "evaluate":
+    return oserrors.message(
+        error, kept=kept, todo_full="free space there, or pass --report_dir=DIR on another disk",
+        todo_unwritable="pass --report_dir=DIR (a folder you can write), or make it writable")
+  return oserrors.message(
+      error, kept=kept, todo_full="free space there, then run the same command again to resume",
+      todo_unwritable="make it writable or choose another --workdir (caches: MINIJAX_DATA_DIR, "
+      "--compilation_cache_dir), then run the same command again")
 
 
 def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
@@ -186,6 +208,8 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()
   is_main = jax.process_index() == 0
+  if is_main:  # Before hours of work: a read-only workdir or report dir is found now.
+    oserrors.probe_writable(workdir if mode == "train" else report_dir)
   if mode == "train":  # Lists and metadata only, before the images are checked.
     data = provenance.data_record(config)
     if is_main:

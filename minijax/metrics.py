@@ -71,9 +71,9 @@ class MetricWriter:
 def _drop_records_after(path: pathlib.Path, step: int) -> None:
   if not path.exists():
     return
-  lines = path.read_text(encoding="utf-8").splitlines()
-  kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-  if len(kept) != len([line for line in lines if line.strip()]):
+  lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+  kept = [line for line in lines if (_parse(line) or {"step": step + 1})["step"] <= step]
+  if len(kept) != len(lines):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -83,7 +83,16 @@ def read_metrics(workdir) -> list[dict]:
   path = pathlib.Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  records = (_parse(line) for line in path.read_text(encoding="utf-8").splitlines())
+  return [record for record in records if record is not None]
+
+
+def _parse(line: str) -> dict | None:
+  """A record, or None for a blank line or one cut short (the disk filled while writing it)."""
+  try:
+    return json.loads(line) if line.strip() else None
+  except ValueError:
+    return None
 
 
 class Progress:

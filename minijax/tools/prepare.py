@@ -50,6 +50,7 @@ import sys
 from absl import app, flags, logging
 import tensorflow_datasets as tfds
 
+from minijax import oserrors
 from minijax.data import dataset_spec, decode_cache, listcheck, tfds_builders, tfds_source
 from minijax.data.errors import DataError
 
@@ -202,6 +203,15 @@ def summary(prepared: Prepared) -> str:
   return "\n".join(lines)
 
 
+def os_error_line(error: BaseException) -> str | None:
+  """A full disk or an unwritable data_dir (minijax.oserrors) as one line, else None."""
+  message = oserrors.message(
+      error, kept="the decoded chunks are kept and no half-built dataset is visible",
+      todo_full="free space there (the build needs about 3x the dataset's size) and rerun the "
+      "same command to continue", todo_unwritable="choose a writable --data_dir")
+  return None if message is None else f"prepare failed: {message}"
+
+
 def _default_data_dir() -> str:
   return tfds_source.default_data_dir()
 
@@ -239,6 +249,11 @@ def main(argv):
     sys.exit(f"prepare failed: {error}")
   except KeyboardInterrupt:
     sys.exit("interrupted: rerun the same command to continue (decoded chunks are kept)")
+  except Exception as error:  # pylint: disable=broad-except
+    message = os_error_line(error)
+    if message is None:
+      raise
+    sys.exit(message)
   print(summary(prepared))
 
 

@@ -1,6 +1,8 @@
 """Faults end in a clear message and a non-zero exit, and never lose or replace what was saved:
 divergence, damaged checkpoints, interruptions, bad flags, evaluation of a wrong workdir."""
+import errno
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -279,3 +281,128 @@ def test_inputs_a_model_cannot_learn_from_are_warned_about(model, size, labels, 
   assert len(warnings) == len(expected)
   for warning, text in zip(warnings, expected):
     assert text in warning
+
+
+# --- a full disk, a read-only folder ------------------------------------------------------------
+
+
+def _mount(*args) -> bool:
+  """Runs mount (root only); whether it worked."""
+  if os.geteuid() != 0:
+    return False
+  return subprocess.run(["mount", *map(str, args)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def unmount():
+  mounted = []
+  yield mounted.append
+  for path in reversed(mounted):
+    subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def _read_only_view(folder: pathlib.Path, view: pathlib.Path, unmount) -> pathlib.Path:
+  """`folder` seen read-only at `view`: a read-only bind mount as root (root ignores chmod),
+  else chmod a-w of a copy."""
+  if os.geteuid() != 0:
+    shutil.copytree(folder, view)
+    for path in [view, *view.rglob("*")]:
+      path.chmod(path.stat().st_mode & ~0o222)
+    return view
+  view.mkdir()
+  if not (_mount("--bind", folder, view) and (unmount(view) or True)
+          and _mount("-o", "remount,bind,ro", view)):
+    pytest.skip("cannot make a read-only bind mount here")
+  return view
+
+
+def test_evaluate_on_a_read_only_workdir_is_one_line_before_evaluating(tmp_path, unmount):
+  _finished_run(tmp_path / "w", num_epochs=1)
+  workdir = _read_only_view(tmp_path / "w", tmp_path / "ro", unmount)
+  result = _cli(workdir, "--mode=evaluate", *cli_overrides(num_epochs=1))
+  assert result.returncode == 1
+  lines = _error_lines(result.stderr)
+  assert len(lines) == 1 and str(workdir / "report") in lines[0], result.stderr
+  assert "--report_dir" in lines[0] and "last good checkpoint (step 6)" in lines[0]
+  assert "accuracy" not in result.stdout  # Found before evaluating.
+  elsewhere = _cli(workdir, "--mode=evaluate", f"--report_dir={tmp_path / 'r'}",
+                   *cli_overrides(num_epochs=1))
+  assert elsewhere.returncode == 0, _tail(elsewhere)
+
+
+def test_the_write_probe_runs_before_evaluating_and_creates_nothing(tmp_path, monkeypatch):
+  _finished_run(tmp_path / "w", num_epochs=1)
+  before = sorted(tmp_path.rglob("*"))
+
+  def unwritable(path, mode="r", *args, **kwargs):
+    if "write-probe" in str(path):
+      raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    return real_open(path, mode, *args, **kwargs)
+
+  real_open = open
+  monkeypatch.setattr("builtins.open", unwritable)
+  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated"))
+  with pytest.raises(PermissionError) as info:
+    main.run_experiment(tiny_config(num_epochs=1), tmp_path / "w", mode="evaluate",
+                        report_dir=tmp_path / "new" / "report")
+  message = main.os_error_message(info.value, tmp_path / "w", "evaluate")
+  assert message.startswith(f"Permission denied: {tmp_path / 'new' / 'report'}; ")
+  assert "--report_dir=DIR" in message
+  assert sorted(tmp_path.rglob("*")) == before  # The probe left nothing.
+
+
+def _orbax_enospc(path: str) -> ValueError:
+  """What orbax raises for a full disk: TensorStore's error, the errno only in the text."""
+  return ValueError(f'RESOURCE_EXHAUSTED: Error writing "x" in OCDBT database at local file '
+                    f'"{path}.orbax-checkpoint-tmp/variables.orbax-checkpoint-tmp/": Failed to '
+                    "write 100 bytes to file 16: No space left on device [os_error_code='28']")
+
+
+def test_a_failed_save_keeps_the_last_checkpoint_and_the_same_command_resumes(tmp_path,
+                                                                              monkeypatch):
+  config = tiny_config(num_epochs=2)
+  original = checkpointing.save
+
+  def full_at_step_12(manager, step, *args, **kwargs):
+    if step == 12:
+      raise _orbax_enospc(str(checkpointing.step_path(manager, step)))
+    return original(manager, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpointing, "save", full_at_step_12)
+  with pytest.raises(ValueError) as info:
+    main.run_experiment(config, tmp_path)
+  message = main.os_error_message(info.value, tmp_path, "train")
+  assert message == (f"No space left on device: {tmp_path / 'checkpoints' / '12'}; the last good "
+                     f"checkpoint (step 6) in {tmp_path / 'checkpoints'} is kept; free space "
+                     "there, then run the same command again to resume")
+  monkeypatch.undo()
+  main.run_experiment(config, tmp_path)
+  steps = [r["step"] for r in metrics.read_metrics(tmp_path) if r["split"] == "train"]
+  assert steps == sorted(set(steps)) and steps[-1] == 12
+
+
+def test_a_disk_full_at_the_first_checkpoint_is_one_line_and_the_same_command_resumes(
+    tmp_path, unmount):
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  # 4 MB holds the config and metrics but not the first checkpoint (params, Adam's moments).
+  if not (_mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", disk) and (unmount(disk) or True)):
+    pytest.skip("cannot mount a tmpfs here (root only): see the patched-save test above")
+  args = cli_overrides(num_epochs=1)
+  full = _cli(disk / "w", *args)
+  assert full.returncode == 1
+  lines = _error_lines(full.stderr)
+  assert lines == [f"minijax: No space left on device: {disk / 'w' / 'checkpoints' / '6'}; no "
+                   "checkpoint had been saved yet; free space there, then run the same command "
+                   "again to resume"], full.stderr
+  assert _mount("-o", "remount,size=64m", disk)
+  resumed = _cli(disk / "w", *args)
+  assert resumed.returncode == 0, _tail(resumed)
+  assert (disk / "w" / "checkpoints" / "6" / checkpointing.CHECKSUMS).is_file()
+
+
+def test_a_line_cut_short_by_a_full_disk_does_not_break_the_metrics(tmp_path):
+  (tmp_path / metrics.METRICS_FILE).write_text('{"split": "train", "step": 1}\n{"split": "tr')
+  assert metrics.read_metrics(tmp_path) == [{"split": "train", "step": 1}]
+  metrics.MetricWriter(tmp_path, start_step=1).close()  # A resume at step 1 drops the rest.
+  assert (tmp_path / metrics.METRICS_FILE).read_text() == '{"split": "train", "step": 1}\n'

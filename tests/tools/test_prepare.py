@@ -1,4 +1,5 @@
 """minijax.tools.prepare: decode once into TFDS, resume after interruption, skip and report bad files."""
+import errno
 import importlib.util
 import io
 import pathlib
@@ -396,3 +397,26 @@ def test_fashion_mnist_slice_from_the_debian_package(tmp_path):
   config_lib.validate(_load_config())
   source = pipeline.get_source(config.data, "train")  # Slice train[:10%] of 40 examples.
   assert len(source) == 4 and source[0]["image"].shape == (28, 28, 3)
+
+
+def test_a_full_disk_or_unwritable_data_dir_is_one_line(tmp_path):
+  full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "incomplete.X_1.0.0"))
+  line = prepare.os_error_line(_chained(full))
+  assert line == (f"prepare failed: No space left on device: {tmp_path / 'incomplete.X_1.0.0'}; "
+                  "the decoded chunks are kept and no half-built dataset is visible; free space "
+                  "there (the build needs about 3x the dataset's size) and rerun the same "
+                  "command to continue")
+  read_only = OSError(errno.EROFS, "Read-only file system", str(tmp_path))
+  assert prepare.os_error_line(read_only).endswith("; choose a writable --data_dir")
+  assert prepare.os_error_line(ValueError("something else")) is None
+
+
+def _chained(error: BaseException) -> BaseException:
+  """`error` wrapped as a library wraps it (raise ... from)."""
+  try:
+    try:
+      raise error
+    except OSError as inner:
+      raise RuntimeError("while writing the records") from inner
+  except RuntimeError as outer:
+    return outer
