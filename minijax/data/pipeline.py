@@ -104,7 +104,8 @@ def check_splits(data_config, splits, *, report_path=None, progress: bool = True
   """Opens every named split and decodes each of its images once (minijax.data.verify), so that a
   missing or bad list or image fails before training starts (data.on_bad_files="fail"), or is left
   out of every later get_source and listed in report_path, e.g. WORKDIR/skipped.tsv ("skip").
-  Returns what was left out. Prepared TFDS datasets were checked by prepare: only opened here.
+  Returns what was left out. Prepared TFDS datasets were decoded by prepare: their shard
+  files are read through once (verify.verify_shards) instead, a damaged one a DataError.
   before: what the check precedes, for its message ("training", "evaluating")."""
   sources = {split: _open_source(data_config, split) for split in dict.fromkeys(splits)}
   result = verify.verify_splits(sources, on_bad=data_config.on_bad_files, progress=progress,

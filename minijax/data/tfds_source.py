@@ -111,6 +111,18 @@ class TfdsSource:
       raise DataError(f"TFDS dataset {tfds_name!r} in {builder.data_dir}: no split "
                       f"{split!r} ({e}); it has {sorted(builder.info.splits)}") from e
     self._length = len(self._source)
+    # The whole files behind the split (a slice such as 'train[:5000]' reads from all of them):
+    # what minijax.data.verify reads through once before training.
+    names = [n for n in re.findall(r"[A-Za-z_][\w-]*", split) if n in builder.info.splits]
+    # path -> the records TFDS wrote into it (a damaged index may read as fewer).
+    self.shard_files = {str(path): length for name in dict.fromkeys(names)
+                        for path, length in zip(builder.info.splits[name].filepaths,
+                                                builder.info.splits[name].shard_lengths)}
+
+  def rebuild_command(self) -> str:
+    """The command that rebuilds this dataset over a damaged one."""
+    command, space, note = prepare_command(self.tfds_name, self.data_dir).partition("  (")
+    return f"{command} --overwrite{space}{note}"
 
   def _check_features(self, builder, image_size: int | None, num_classes: int | None) -> None:
     features = builder.info.features

@@ -20,9 +20,19 @@ read-only or shared). It maps each listed path to [real path, size, mtime_ns, re
 the identity image_store.DirectoryStore.fingerprint uses; a file whose real path, size or mtime
 changed is decoded again. A warm run costs one stat per file (plus a realpath per folder).
 
-TFDS-prepared datasets (data.name=tfds) were decoded and checked when prepared: verify_splits
-passes their sources through unchanged, as it does any source that is not an ImageListSource.
+TFDS-prepared datasets (data.name=tfds) were decoded and checked when prepared, but their files
+can be damaged since (a bad disk, a copy cut short, flipped bits): a damaged chunk of an
+array_record shard would only be found when training reaches it, mid-epoch. So every shard file of
+the splits (a source's shard_files) is read through once, every record, with array_record's
+reader: riegeli checks each block header's and chunk's hash as it reads, without decoding
+images. A file that fails is one DataError naming it and the command that rebuilds the dataset.
+Files read good are cached (cache_dir/array_record.json: real path -> [size, mtime_ns]), so a
+rerun only stats them. Measured on Fashion-MNIST's prepared set (175 MB) on a loaded 2-core
+machine: 2.6-3.6 s per GB, cold or in the page cache, so ImageNet-mini at 256 px (12.6 GB) costs
+about 40 s once (or the disk's read time, if slower), against hours of training it protects; a
+full read was kept rather than checking the index alone. Other sources pass through unchanged.
 """
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -80,6 +90,8 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
   if num_workers is None:
     num_workers = len(os.sched_getaffinity(0))
   cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+  verify_shards([s for s in sources.values() if getattr(s, "shard_files", None)], cache_dir,
+                num_workers=num_workers, progress=progress, before=before)
   lists = {split: s for split, s in sources.items() if isinstance(s, imagelist.ImageListSource)}
   # Sources of one root and spec share their files (a path listed in two splits is decoded once)
   # and one cache file.
@@ -125,6 +137,91 @@ def verify_splits(sources: Mapping[str, object], *, on_bad: str = "fail",
   if problems:
     logging.warning("verify: %s", listcheck.summarize(problems))
   return report
+
+
+SHARD_CACHE = "array_record.json"
+RECORDS_PER_READ = 256  # Bounds memory: 256 records of 256 px RGB are 50 MB.
+
+
+def verify_shards(sources, cache_dir: pathlib.Path, *, num_workers: int = 1,
+                  progress: bool = True, before: str = "training") -> int:
+  """Reads every record of the sources' shard_files once (see the module docstring); returns the
+  bytes read (0 when every file was cached). DataError naming the first damaged file."""
+  cache_file = cache_dir / SHARD_CACHE
+  cache = _read_json(cache_file)
+  files = {path: source for source in sources for path in source.shard_files}
+  lengths = {path: source.shard_files[path] for source in sources for path in source.shard_files}
+  identities, todo = {}, []
+  for path in files:
+    real = os.path.realpath(path)
+    try:
+      info = os.stat(real)
+    except OSError as e:
+      raise DataError(f"prepared dataset file {path} cannot be read ({e}), found before "
+                      f"{before}; rebuild the dataset with: {files[path].rebuild_command()}") from e
+    identities[path] = [info.st_size, info.st_mtime_ns]
+    if cache.get(real) != identities[path]:
+      todo.append(path)
+  total = sum(identities[path][0] for path in todo)
+  good = {}
+  # Threads: the reader releases the GIL while it reads and hashes.
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, min(num_workers, len(todo))))
+  try:
+    with tqdm.tqdm(total=total, unit="B", unit_scale=True, desc="Verifying prepared shards",
+                   disable=not progress or not todo) as bar:
+      for path, error in zip(todo, pool.map(_read_shard, todo, [lengths[p] for p in todo])):
+        if error is not None:
+          raise DataError(f"prepared dataset file {path} is damaged ({error}), found before "
+                          f"{before}; rebuild the dataset with: {files[path].rebuild_command()}")
+        good[os.path.realpath(path)] = identities[path]
+        bar.update(identities[path][0])
+  finally:  # What was read good stays known, even if another file is bad (the rest is not read).
+    pool.shutdown(cancel_futures=True)
+    if good:
+      _write_json(cache_file, {**cache, **good})
+  return total
+
+
+def _read_shard(path: str, expected: int) -> str | None:
+  """None if the array_record file holds the `expected` records and each reads (its hashes
+  match), else the first line of the reader's error."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  try:
+    reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+    try:
+      count = reader.num_records()
+      if count != expected:
+        return f"{count} records where {expected} were written"
+      for start in range(0, count, RECORDS_PER_READ):
+        reader.read(start, min(count, start + RECORDS_PER_READ))
+    finally:
+      reader.close()
+  except Exception as e:  # pylint: disable=broad-except
+    # riegeli raises RuntimeError ('Corrupted Riegeli/records file: chunk data hash mismatch'),
+    # a truncated file others: each is a damaged file to name, not a crash of the check.
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+  return None
+
+
+def _read_json(path: pathlib.Path) -> dict:
+  # A cache must never stop a run: unreadable or foreign content is ignored (read again).
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return {}
+  return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: pathlib.Path, data: dict) -> None:
+  """Writes a cache atomically; one that cannot be written is a warning (the next run redoes)."""
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.warning("verify: cannot write the cache %s (%s); the next run checks again", path, e)
+    tmp.unlink(missing_ok=True)
 
 
 def _fail_message(lists: Mapping[str, imagelist.ImageListSource],
@@ -212,12 +309,8 @@ class _Group:
           yield listcheck.Problem(split, path, line, reason)
 
   def _load(self) -> dict[str, list]:
-    # A cache must never stop a run: unreadable or foreign content is ignored (decoded again).
-    try:
-      data = json.loads(self.cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-      return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(
+    data = _read_json(self.cache_file)
+    if data.get("format") != CACHE_FORMAT or not isinstance(
         data.get("files"), dict):
       return {}
     return {path: value for path, value in data["files"].items()
@@ -232,15 +325,7 @@ class _Group:
     data = {"format": CACHE_FORMAT, "root": os.path.realpath(self.root),
             "spec": self.spec.to_json(), "pillow": PIL.__version__,
             "files": {**self._cache, **known}}
-    tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp-{os.getpid()}")
-    try:
-      self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-      tmp.write_text(json.dumps(data), encoding="utf-8")
-      os.replace(tmp, self.cache_file)
-    except OSError as e:
-      logging.warning("verify: cannot write the cache %s (%s); the next run decodes again",
-                      self.cache_file, e)
-      tmp.unlink(missing_ok=True)
+    _write_json(self.cache_file, data)
 
 
 def _identity(real: str) -> tuple[list, str | None]:

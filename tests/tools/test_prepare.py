@@ -21,7 +21,7 @@ from PIL import Image
 from minijax import config as config_lib
 from minijax.tools import prepare
 from minijax.data import (decoding, listcheck, listfile, pipeline, synthetic, tfds_builders,
-                          tfds_source)
+                          tfds_source, verify)
 from minijax.data.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -420,3 +420,31 @@ def _chained(error: BaseException) -> BaseException:
       raise RuntimeError("while writing the records") from inner
   except RuntimeError as outer:
     return outer
+
+
+def test_a_damaged_shard_is_found_before_training_naming_it_and_the_fix(synthetic_root, tmp_path,
+                                                                        monkeypatch):
+  prepared = prepare.prepare("synthetic", source=synthetic_root, data_dir=tmp_path, image_size=32,
+                             num_workers=1, synthetic_params=SMALL, progress=False)
+  data_config = _data_config(prepared.tfds_name, tmp_path, 32, SMALL["num_classes"])
+  reads = []
+  read_shard = verify._read_shard
+  monkeypatch.setattr(verify, "_read_shard",
+                      lambda path, count: reads.append(path) or read_shard(path, count))
+  pipeline.check_splits(data_config, ("train", "val", "test"), progress=False)
+  assert len(reads) == 3  # One shard per split, each read through once.
+  pipeline.check_splits(data_config, ("train", "val", "test"), progress=False)
+  assert len(reads) == 3  # Unchanged files: the cached verdict, nothing read.
+  # 8 flipped bytes in the train shard's records (its first tenth: the data chunks; the index
+  # and the padding come last).
+  shard = next(prepared.dataset_dir.glob("*-train.array_record-*"))
+  data = bytearray(shard.read_bytes())
+  at = len(data) // 10
+  data[at:at + 8] = bytes(b ^ 0xFF for b in data[at:at + 8])
+  shard.write_bytes(bytes(data))
+  with pytest.raises(DataError) as info:
+    pipeline.check_splits(data_config, ("train", "val", "test"), progress=False)
+  message = str(info.value)
+  assert message.startswith(f"prepared dataset file {shard} is damaged (Corrupted Riegeli"), message
+  assert "found before training" in message and "--overwrite" in message
+  assert "\n" not in message
