@@ -104,8 +104,11 @@ def test_four_host_devices_give_the_same_losses_as_one(tmp_path):
   assert four.returncode == 0, four.stderr[-3000:]
   config = json.loads((tmp_path / "four" / "config.json").read_text())
   assert config["model"]["name"] == "resnet18"
+  # 3e-4: float noise of BatchNorm over 8 values on layer3/layer4's 1x1 maps (1.2e-4 at step 6
+  # since those convs are im2col dots, minijax.models.conv); statistics over each device's 2
+  # examples instead of the global 8 would move the losses by percents.
   np.testing.assert_allclose(_train_losses(tmp_path / "four"), _train_losses(tmp_path / "one"),
-                             rtol=1e-4)
+                             rtol=3e-4)
 
 
 @pytest.mark.parametrize("flag, message", [
