@@ -188,6 +188,8 @@ def run_experiment(config, workdir, *, mode: str = "train", report_dir=None,
     config.input.mean, config.input.std = pipeline.normalization(config.data)
     projects.validate(config, jax.device_count())
   experiment = projects.build(config)
+  if jax.process_index() == 0:  # Before the lock and hours of work: a read-only folder, named.
+    oserrors.probe_writable(workdir if mode == "train" else report_dir)
   # Process 0 holds the lock for all; the others wait for it before they write anything.
   lock = (workdir_lock.WorkdirLock(workdir)
           if writes_workdir and jax.process_index() == 0 else None)
@@ -208,8 +210,6 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
   logging.info("devices: %s", jax.devices())
   mesh = sharding.make_mesh()
   is_main = jax.process_index() == 0
-  if is_main:  # Before hours of work: a read-only workdir or report dir is found now.
-    oserrors.probe_writable(workdir if mode == "train" else report_dir)
   if mode == "train":  # Lists and metadata only, before the images are checked.
     data = provenance.data_record(config)
     if is_main:
