@@ -17,7 +17,7 @@ from minijax import channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASETS = ("imagelist", "synthetic", "multispectral", "tfds")
+DATASETS = ("imagelist", "synthetic", "multispectral", "multiband", "tfds")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine")
@@ -41,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.project = ""  # "" (core), "task1" or "task2": which project builds the experiment.
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "imagelist"  # imagelist | synthetic | multispectral | tfds.
+  config.data.name = "imagelist"  # imagelist, synthetic, multispectral, multiband, tfds.
   config.data.root = ""  # Folder with train.txt, val.txt (or validation.txt), test.txt, images/.
   config.data.image_size = 256  # Images are squashed to this square size.
   config.data.num_classes = 50  # Labels must lie in [0, num_classes).
@@ -54,9 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   # at most device_memory_fraction of one device's free memory (never on CPU), "yes", "no".
   config.data.on_device = "auto"
   config.data.device_memory_fraction = 0.5  # data.on_device="auto": the most it may take.
-  # Image lists (imagelist, synthetic, multispectral): every image of the splits a run reads is
-  # decoded once before it starts (minijax.data.verify); a bad one fails the run ("fail") or is
-  # left out and listed in WORKDIR/skipped.tsv ("skip"), as `minijax.tools.prepare` does.
+  # Image lists (imagelist, synthetic, multispectral, multiband): every image of the splits a run
+  # reads is decoded once before it starts (minijax.data.verify); a bad one fails the run ("fail")
+  # or is left out and listed in WORKDIR/skipped.tsv ("skip"), as `minijax.tools.prepare` does.
   config.data.on_bad_files = "fail"
   # True: images may really lie outside data.root through symlinks (e.g. images/ ->
   # /mnt/disk2/images); False: such a file is a bad file naming its target.
@@ -69,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.multispectral = ml_collections.ConfigDict(dict(
       num_shapes=3, train_per_class=120, val_per_class=20, test_per_class=40, seed=0,
       min_size=36, max_size=64, dtype="uint16", file_format="npy"))
+  # Multiband (minijax.data.multiband): the kind (one_band, two_band, texture_contrast) says where
+  # the class is; 0 / "" sizes, dtype and file format are the kind's own.
+  config.data.multiband = ml_collections.ConfigDict(dict(
+      kind="one_band", train_per_class=200, val_per_class=25, test_per_class=50, seed=0,
+      min_size=0, max_size=0, dtype="", file_format=""))
   # name "tfds": a dataset prepared by `python -m minijax.tools.prepare` (decoded pixels).
   config.data.tfds_name = "imagenet_mini/256px"
   config.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.
@@ -211,6 +216,30 @@ def use_multispectral_demo(config: ml_collections.ConfigDict) -> ml_collections.
   return config
 
 
+def use_multiband(config: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
+  """An embedded multiband set (minijax.data.multiband) of `kind` at its own size; over five
+  channels, the subsets evaluated are the full set, the declared ones and each channel alone."""
+  from minijax.data import multiband  # pylint: disable=import-outside-toplevel
+  multiband.num_classes(kind)  # A ValueError naming the kinds for an unknown one.
+  names = multiband.CHANNELS[kind]
+  config.data.name = "multiband"
+  config.data.multiband.kind = kind
+  config.data.channels = ",".join(names)
+  config.data.num_classes = multiband.num_classes(kind)
+  config.data.image_size = multiband.KIND_DEFAULTS[kind]["image_size"]
+  config.input.mean, config.input.std = (), ()  # The set's recorded train statistics.
+  config.eval.channel_subsets = ()
+  if len(names) > MAX_ALL_SUBSETS_CHANNELS:
+    declared = multiband.declared_subsets(kind)
+    config.eval.channel_subsets = tuple(dict.fromkeys(
+        declared["informative"] + declared["chance"] + list(names)))
+  config.batch_size = 32
+  config.eval.batch_size = 100
+  config.num_epochs = 8
+  config.log_every_steps = 15
+  return config
+
+
 def use_demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The embedded synthetic dataset at 32x32, small batches, 6 epochs: minutes on a CPU."""
   config.data.name = "synthetic"
@@ -326,6 +355,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     if data.num_classes != from_params:
       raise ConfigError("data.num_classes", data.num_classes,
                         f"the multispectral set has num_shapes * 4 = {from_params} classes")
+  if data.name == "multiband":
+    from minijax.data import multiband  # pylint: disable=import-outside-toplevel
+    _choice("data.multiband.kind", data.multiband.kind, multiband.KINDS)
+    if data.num_classes != multiband.num_classes(data.multiband.kind):
+      raise ConfigError("data.num_classes", data.num_classes,
+                        f"the multiband kind {data.multiband.kind!r} has "
+                        f"{multiband.num_classes(data.multiband.kind)} classes")
   if not config.eval.channel_subsets and len(names) > MAX_ALL_SUBSETS_CHANNELS:
     raise ConfigError("eval.channel_subsets", (), f"{len(names)} channels have "
                       f"{2 ** len(names) - 1} subsets: list the ones to evaluate")

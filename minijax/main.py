@@ -160,7 +160,7 @@ def where_things_are(config, workdir: pathlib.Path, report_dir: str) -> str:
            f"metrics:     {workdir / 'metrics.jsonl'}; TensorBoard: tensorboard --logdir "
            f"{shlex.quote(str(workdir))}  (pip install -e '.[tensorboard]')"]
   dataset = pipeline.dataset_location(config.data)
-  if config.data.name in ("synthetic", "multispectral") and not config.data.root:
+  if config.data.name in ("synthetic", "multispectral", "multiband") and not config.data.root:
     dataset += "  (embedded, generated once; MINIJAX_DATA_DIR moves the cache)"
   lines.append(f"dataset:     {dataset}")
   return "\n".join(lines)

@@ -75,18 +75,28 @@ def write_multispectral_dataset(root, *, num_shapes: int = 3, train_per_class: i
   manifest = {"format_version": FORMAT_VERSION, **params}
 
   def write(tmp: pathlib.Path) -> None:
-    mean, std = _write_files(tmp, params).mean_std()
-    declaration = {"channels": list(CHANNELS), "dtype": dtype, "mean": list(mean),
-                   "std": list(std), "stats_split": "train", "stats_note": "at the stored sizes"}
-    (tmp / dataset_spec.DECLARATION).write_text(json.dumps(declaration, indent=2) + "\n")
+    write_declaration(tmp, CHANNELS, dtype, _write_files(tmp, params))
 
   return generated.write_once(root, manifest, MANIFEST, "multispectral", write)
 
 
-def default_params() -> dict:
-  return {name: p.default for name, p in
-          inspect.signature(write_multispectral_dataset).parameters.items()
+def write_declaration(root: pathlib.Path, names, dtype: str, stats: channel_stats.ChannelStats,
+                      **extra) -> None:
+  """dataset.json: the channels, dtype and the train split's statistics, then `extra` keys."""
+  mean, std = stats.mean_std()
+  declaration = {"channels": list(names), "dtype": dtype, "mean": list(mean), "std": list(std),
+                 "stats_split": "train", "stats_note": "at the stored sizes", **extra}
+  (root / dataset_spec.DECLARATION).write_text(json.dumps(declaration, indent=2) + "\n")
+
+
+def keyword_defaults(function) -> dict:
+  """The defaults of a writer's keyword-only parameters: its dataset's default parameters."""
+  return {name: p.default for name, p in inspect.signature(function).parameters.items()
           if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def default_params() -> dict:
+  return keyword_defaults(write_multispectral_dataset)
 
 
 def num_classes(num_shapes: int = default_params()["num_shapes"]) -> int:
@@ -144,10 +154,20 @@ def _checked_params(**params) -> dict:
 
 def _write_files(out: pathlib.Path, params: dict) -> channel_stats.ChannelStats:
   """Writes images and lists; returns the train split's channel statistics."""
-  count = num_classes(params["num_shapes"])
+  return write_image_files(out, params, num_classes(params["num_shapes"]), len(CHANNELS),
+                           lambda rng, c, width, height: render(rng, class_design(c), width,
+                                                                 height))
+
+
+def write_image_files(out: pathlib.Path, params: dict, count: int, num_channels: int,
+                      render_image) -> channel_stats.ChannelStats:
+  """Images and lists of `count` classes: render_image(rng, label, width, height) -> float (H, W,
+  num_channels) reflectance in [0, 1], stored per params (dtype, file_format, split sizes, seed;
+  one generator per image, seeded by (seed, split, class, index)). Returns the train split's
+  channel statistics. Shared with minijax.data.multiband."""
   counts = [params["train_per_class"], params["val_per_class"], params["test_per_class"]]
   extension = _EXTENSIONS[params["file_format"]]
-  stats = channel_stats.ChannelStats(len(CHANNELS), params["dtype"])
+  stats = channel_stats.ChannelStats(num_channels, params["dtype"])
   for c in range(count):
     (out / "images" / f"n{c:08d}").mkdir(parents=True)
   for split_id, (_, list_name) in enumerate(SPLITS):
@@ -158,7 +178,7 @@ def _write_files(out: pathlib.Path, params: dict) -> channel_stats.ChannelStats:
         rng = np.random.default_rng([params["seed"], split_id, c, j])
         width, height = (int(v) for v in rng.integers(params["min_size"],
                                                       params["max_size"] + 1, size=2))
-        reflectance = render(rng, class_design(c), width, height)
+        reflectance = render_image(rng, c, width, height)
         pixels = np.rint(reflectance * SCALE[params["dtype"]]).astype(params["dtype"])
         relative = f"images/n{c:08d}/n{c:08d}_{first_k + j}.{extension}"
         _save(pixels, out / relative, params["file_format"], j + c)

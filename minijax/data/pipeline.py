@@ -22,8 +22,8 @@ import grain
 import numpy as np
 
 from minijax.config import IMAGENET_MEAN, IMAGENET_STD
-from minijax.data import (channel_stats, dataset_spec, imagelist, listcheck, multispectral, order,
-                          synthetic, verify)
+from minijax.data import (channel_stats, dataset_spec, imagelist, listcheck, multiband,
+                          multispectral, order, synthetic, verify)
 from minijax.data.errors import DataError
 
 try:  # grain internals, only to build a worker's batch in shared memory (saves a copy of it).
@@ -56,6 +56,11 @@ def _open_source(data_config, split: str):
     root = (pathlib.Path(data_config.root) if data_config.root
             else multispectral.default_multispectral_root(**params))
     return image_list(multispectral.write_multispectral_dataset(root, **params))
+  if data_config.name == "multiband":
+    params = dict(data_config.multiband)
+    root = (pathlib.Path(data_config.root) if data_config.root
+            else multiband.default_multiband_root(**params))
+    return image_list(multiband.write_multiband_dataset(root, **params))
   if data_config.name == "imagelist":
     return image_list(data_config.root)
   if data_config.name == "tfds":
@@ -131,6 +136,8 @@ def dataset_location(data_config) -> str:
   params = dict(data_config[data_config.name])
   if data_config.name == "synthetic":
     return str(synthetic.default_synthetic_root(**params))
+  if data_config.name == "multiband":
+    return str(multiband.default_multiband_root(**params))
   return str(multispectral.default_multispectral_root(**params))
 
 

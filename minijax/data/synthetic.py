@@ -166,10 +166,10 @@ def render(rng: np.random.Generator, design: dict, width: int, height: int, *,
   u = ((x - cx) * math.cos(angle) + (y - cy) * math.sin(angle)) / radius
   v = (-(x - cx) * math.sin(angle) + (y - cy) * math.cos(angle)) / radius
   # Signed distance (in radii) to pixels, with a one-pixel soft edge against aliasing.
-  mask = np.clip(0.5 - _shape_sdf(design["shape"], u, v) * radius, 0.0, 1.0)
+  mask = np.clip(0.5 - shape_sdf(design["shape"], u, v) * radius, 0.0, 1.0)
 
   period = side * (rng.uniform(0.20, 0.25) if design["coarse"] else rng.uniform(0.11, 0.14))
-  pattern = _texture(rng, design["texture"], x, y, period)
+  pattern = texture_pattern(rng, design["texture"], x, y, period)
   low, high = rng.uniform(*_FG_LUMA_LOW), rng.uniform(*_FG_LUMA_HIGH)
   fg_luma = low + (high - low) * pattern
   bg_luma = _background(rng, width, height)
@@ -187,7 +187,7 @@ def render(rng: np.random.Generator, design: dict, width: int, height: int, *,
   return _ycbcr_to_rgb(luma, cb, cr), mask
 
 
-def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   """Approximate signed distance, in units of the shape radius, negative inside."""
   r = np.hypot(u, v)
   if shape == "disk":
@@ -213,7 +213,7 @@ def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   raise ValueError(f"unknown shape {shape!r}")
 
 
-def _texture(rng: np.random.Generator, texture: str, x: np.ndarray, y: np.ndarray,
+def texture_pattern(rng: np.random.Generator, texture: str, x: np.ndarray, y: np.ndarray,
              period: float) -> np.ndarray:
   """Two-level pattern in [0, 1]; orientation is in image axes (not turned with the shape)."""
   base = {"stripes0": 0.0, "stripes45": 45.0, "stripes90": 90.0, "stripes135": 135.0,

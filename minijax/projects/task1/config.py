@@ -16,6 +16,8 @@ Fields added to the core schema (minijax.config):
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
   multispectral the embedded multispectral set (R, G, B, NIR, SWIR) at 32 px
+  multiband=KIND  a held-out embedded multi-band set (minijax.data.multiband: one_band,
+                two_band, texture_contrast) at its own size, 8 epochs
   train=S       train on the channel subset S only (input.train_channels, e.g. 'R+G+B')
   specialist=S  naive models: a specialist for subset S (first conv on S's channels, trained and
                 evaluated on S alone), the reference the report compares adaptive models with
@@ -152,8 +154,8 @@ def _validate_specialist(config) -> None:
 
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
-  args = config_lib.parse_arg(arg, demo=False, multispectral=False, subsets=False, full=-1.0,
-                              per_example=False, sampling="size", select="",
+  args = config_lib.parse_arg(arg, demo=False, multispectral=False, multiband="", subsets=False,
+                              full=-1.0, per_example=False, sampling="size", select="",
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean")
   if args.backbone not in BACKBONES:
@@ -161,8 +163,9 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
   if stem != "conv" and "fill" in given:
     raise ValueError("config arg fill= applies to the naive config (configs/task1_naive.py)")
-  if args.demo and args.multispectral:
-    raise ValueError("config args demo and multispectral choose different datasets: pick one")
+  if sum(map(bool, (args.demo, args.multispectral, args.multiband))) > 1:
+    raise ValueError("config args demo, multispectral and multiband= choose different datasets: "
+                     "pick one")
   if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
@@ -178,6 +181,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     config_lib.use_demo(config)
   if args.multispectral:
     config_lib.use_multispectral_demo(config)
+  if args.multiband:
+    config_lib.use_multiband(config, args.multiband)
   config.input.subset_training.enabled = args.subsets
   config.input.subset_training.full_fraction = args.full
   config.input.subset_training.per_example = args.per_example
