@@ -33,6 +33,12 @@ trained and evaluated on that subset alone; mean over their seeds), each adaptiv
 (mean over its seeds), and the gap adaptive - specialist in points; the mean and worst gap.
 Adaptive variants: the rows trained on subsets (or --adaptive labels).
 
+task1_equal_budget.{md,json} (with specialists): per dataset (a multiband kind, or data.name with
+its channels) and adaptive variant, the specialists trained with the same epochs and batch only,
+on the full set and the subsets the dataset declares informative (minijax.data.multiband), the
+gaps as above; its chance subsets (no class information, e.g. R+G+B) with the best model trained
+within them; and the cost: one training against 2^C - 1 specialists for every subset.
+
 Dynamic stems are benchmarked with their kernels computed once per channel subset
 (stems.stem_kernels, outside the jitted forward: all K kernels depend only on the channel set; only
 the attention mixing runs per input). task1_kernel_cache.* compares that with generating the
@@ -51,7 +57,7 @@ import ml_collections
 import numpy as np
 
 from minijax import channels, config as config_lib, evaluate, models, projects
-from minijax.data import pipeline
+from minijax.data import multiband, pipeline
 from minijax.models import conv
 from minijax.projects import reporting
 from minijax.projects.task1 import stems
@@ -181,6 +187,9 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
            for subset in accuracy}
   names = channels.parse_names(config.data.channels)
   row = {"variant": label or variant_label(config), "workdir": str(workdir),
+         "dataset": dataset_name(config), "num_classes": config.data.num_classes,
+         "num_epochs": config.num_epochs, "batch_size": config.batch_size,
+         "declared": declared_subsets(config),
          "model": config.model.name, "stem": config.model.stem,
          "data": f"{config.data.name} ({','.join(names)})", "channels": list(names),
          "full": full_subset(names), "fill": config.input.channel_fill,
@@ -198,6 +207,22 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
                                                                   cached).items()})
         for subset in _kernel_cache_subsets(list(accuracy), names) for b in (1, batch)]
   return row
+
+
+def dataset_name(config) -> str:
+  """The dataset a row belongs to in the equal-budget table: 'multiband one_band', or the
+  data.name with its channels, e.g. 'multispectral (R,G,B,NIR,SWIR)'."""
+  if config.data.name == "multiband":
+    return f"multiband {config.data.multiband.kind}"
+  return f"{config.data.name} ({config.data.channels})"
+
+
+def declared_subsets(config) -> dict:
+  """The subsets the dataset declares to carry the class ('informative', the full set first) and
+  to carry none ('chance'): minijax.data.multiband's; empty lists for other datasets."""
+  if config.data.name == "multiband":
+    return multiband.declared_subsets(config.data.multiband.kind)
+  return {"informative": [], "chance": []}
 
 
 def _kernel_cache_subsets(subsets: list[str], names) -> list[str]:
@@ -281,6 +306,7 @@ def write_outputs(rows: list[dict], out: pathlib.Path, batch: int, *,
     write_stem_costs(stem_costs, out)
   if specialists:
     write_specialists(compare_with_specialists(rows, specialists, adaptive), out, gap_target)
+    write_equal_budget(equal_budget(rows, specialists, adaptive), out, gap_target)
 
 
 def _flops_cell(r: dict, subsets: list[str]) -> str:
@@ -427,8 +453,7 @@ def compare_with_specialists(rows: list[dict], specialists: list[dict],
            if c in by_subset] + sorted(set(by_subset) - {canonical_subset(k, _row_channels(
                reference)) for k in order})
   groups = _groups(rows)
-  names = adaptive if adaptive else [n for n, m in groups.items()
-                                     if any(r.get("subset_training") for r in m)]
+  names = _adaptive_names(groups, adaptive)
   unknown = [n for n in names if n not in groups]
   if unknown:
     raise ValueError(f"--adaptive {unknown}: no such variant; variants: {list(groups)}")
@@ -451,6 +476,11 @@ def compare_with_specialists(rows: list[dict], specialists: list[dict],
   return {"subsets": order, "specialist_runs": {s: len(by_subset[s]) for s in order},
           "specialist_accuracy": {s: _mean(by_subset[s]) for s in order},
           "specialist_workdirs": [s["workdir"] for s in specialists], "variants": variants}
+
+
+def _within(gap: float, target: float) -> bool:
+  """A gap of -target points counts in (to rounding: 62.0 - 65.0 is -3.0000000000000027)."""
+  return gap >= -target - 1e-9
 
 
 def write_specialists(comparison: dict, out: pathlib.Path, gap_target: float = 3.0) -> None:
@@ -480,7 +510,7 @@ def write_specialists(comparison: dict, out: pathlib.Path, gap_target: float = 3
   lines += ["", f"| variant | mean gap | worst gap | subsets within {gap_target:g} points |",
             "|---|---|---|---|"]
   for v in variants:
-    within = sum(v["subsets"][s]["gap"] >= -gap_target for s in subsets)
+    within = sum(_within(v["subsets"][s]["gap"], gap_target) for s in subsets)
     lines.append(f"| {v['variant']} | {v['mean_gap']:+.1f} | {v['worst_gap']:+.1f} "
                  f"({v['worst_subset']}) | {within}/{len(subsets)} |")
   (out / "task1_specialists.md").write_text("\n".join(lines) + "\n")
@@ -500,6 +530,117 @@ def write_specialists(comparison: dict, out: pathlib.Path, gap_target: float = 3
   fig.tight_layout()
   fig.savefig(out / "task1_specialists.png", dpi=110)
   plt.close(fig)
+
+
+# --- the equal-budget table ---------------------------------------------------------------------
+
+
+def _budget(row: dict) -> tuple:
+  """What 'the same training' means: epochs and batch (rows written before: unknown, None)."""
+  return row.get("num_epochs"), row.get("batch_size")
+
+
+def _adaptive_names(groups: dict, adaptive) -> list[str]:
+  """The variants compared with specialists: `adaptive` labels, else the subset-trained ones."""
+  return list(adaptive) if adaptive else [n for n, m in groups.items()
+                                          if any(r.get("subset_training") for r in m)]
+
+
+def equal_budget(rows: list[dict], specialists: list[dict], adaptive=None) -> list[dict]:
+  """Per dataset and adaptive variant: the specialists trained with the same epochs and batch
+  (compare_with_specialists on them: per subset the accuracies and the gap), the dataset's chance
+  subsets with the best model trained only within them (e.g. an RGB-only model), and the cost:
+  one training against 2^C - 1 specialists for every subset. Variants without specialists of
+  their budget are listed with none."""
+  tables = []
+  by_dataset = {}
+  for r in rows:
+    by_dataset.setdefault(r.get("dataset", r.get("data")), []).append(r)
+  for dataset, data_rows in by_dataset.items():
+    groups = _groups(data_rows)
+    names = [n for n in _adaptive_names(_groups(rows), adaptive) if n in groups]
+    for name in names:
+      members = groups[name]
+      first = members[0]
+      row_names = _row_channels(first)
+      matched = [s for s in specialists if s.get("dataset", s.get("data")) == dataset
+                 and _budget(s) == _budget(first)]
+      comparison = compare_with_specialists(members, matched, [name]) if matched else None
+      accuracy = {canonical_subset(k, row_names): v
+                  for k, v in _mean_row(name, members)["accuracy"].items()}
+      declared = first.get("declared") or {"informative": [], "chance": []}
+      chance = [_chance_row(c, data_rows, accuracy, row_names) for c in declared["chance"]]
+      tables.append({
+          "dataset": dataset, "variant": name, "runs": len(members),
+          "num_epochs": _budget(first)[0], "batch_size": _budget(first)[1],
+          "channels": list(row_names), "full": first.get("full", full_subset(row_names)),
+          "chance_accuracy": 1 / first["num_classes"] if first.get("num_classes") else None,
+          "informative": list(declared["informative"]),
+          "missing_specialists": [s for s in declared["informative"]
+                                  if not comparison or s not in comparison["subsets"]],
+          "comparison": comparison, "chance": chance,
+          "trainings": {"adaptive": 1, "specialists_all_subsets": 2 ** len(row_names) - 1,
+                        "specialists_here": len({specialist_subset(s) for s in matched})}})
+  return tables
+
+
+def _chance_row(subset: str, rows: list[dict], adaptive: dict, names) -> dict:
+  """A subset that carries no class information: the adaptive model's accuracy on it and the best
+  model trained within it (e.g. naive on R+G+B), if any."""
+  inside = set(channels.subset_names(subset, names))
+  best = None
+  for r in rows:
+    evaluated = {canonical_subset(k, names): a for k, a in r["accuracy"].items()}
+    trained = set(channels.subset_names(r.get("train_channels", ""), names)) if r.get(
+        "train_channels") else set(names)
+    if trained <= inside and subset in evaluated and (
+        best is None or evaluated[subset] > best["accuracy"]):
+      best = {"variant": r["variant"], "accuracy": evaluated[subset]}
+  return {"subset": subset, "adaptive": adaptive.get(subset), "best_within": best}
+
+
+def write_equal_budget(tables: list[dict], out: pathlib.Path, gap_target: float = 3.0) -> None:
+  """task1_equal_budget.{md,json}: a table per dataset and adaptive variant."""
+  (out / "task1_equal_budget.json").write_text(json.dumps(tables, indent=2))
+  lines = ["The adaptive model against specialists trained with the same epochs and batch, per "
+           "dataset: accuracy (%), mean over runs; gap = adaptive - specialist (points). "
+           "Chance rows: subsets that carry no class information, with the best model trained "
+           "within them. Cost: trainings needed to cover every subset."]
+  for t in tables:
+    chance = (f"; chance {100 * t['chance_accuracy']:.1f}%" if t["chance_accuracy"] else "")
+    lines += ["", f"### {t['dataset']}: {t['variant']} ({t['runs']} runs), "
+              f"{t['num_epochs']} epochs, batch {t['batch_size']}{chance}", "",
+              "| subset | information | specialist (runs) | adaptive | gap |",
+              "|---|---|---|---|---|"]
+    comparison = t["comparison"] or {"subsets": [], "variants": [{"subsets": {}}]}
+    cells = comparison["variants"][0]["subsets"]
+    order = list(dict.fromkeys([s for s in t["informative"] if s in cells]
+                               + comparison["subsets"]))
+    for s in order:
+      kind = ("all channels" if s == t["full"] else "declared" if s in t["informative"]
+              else "")
+      lines.append(f"| {s} | {kind} | {100 * cells[s]['specialist']:.1f} "
+                   f"({comparison['specialist_runs'][s]}) | {100 * cells[s]['adaptive']:.1f} | "
+                   f"{cells[s]['gap']:+.1f} |")
+    for s in t["missing_specialists"]:
+      lines.append(f"| {s} | declared | no specialist at this budget | - | - |")
+    for c in t["chance"]:
+      best = c["best_within"]
+      adaptive = "-" if c["adaptive"] is None else f"{100 * c['adaptive']:.1f}"
+      gap = "-" if best is None or c["adaptive"] is None else (
+          f"{100 * (c['adaptive'] - best['accuracy']):+.1f}")
+      reference = "-" if best is None else f"{100 * best['accuracy']:.1f} ({best['variant']})"
+      lines.append(f"| {c['subset']} | none | best trained within: {reference} | {adaptive} | "
+                   f"{gap} |")
+    cost = t["trainings"]
+    lines.append(f"| cost | | {cost['specialists_all_subsets']} trainings for every subset "
+                 f"({cost['specialists_here']} trained here) | {cost['adaptive']} training | |")
+    if cells:
+      within = sum(_within(v["gap"], gap_target) for v in cells.values())
+      lines += ["", f"Within {gap_target:g} points of the specialist on {within}/{len(cells)} "
+                f"subsets; worst gap {comparison['variants'][0]['worst_gap']:+.1f} "
+                f"({comparison['variants'][0]['worst_subset']})."]
+  (out / "task1_equal_budget.md").write_text("\n".join(lines) + "\n")
 
 
 # --- the first layer's cost ---------------------------------------------------------------------

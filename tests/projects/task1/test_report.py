@@ -325,3 +325,72 @@ def test_stem_cost_of_the_dynamic_stem_and_the_plain_first_conv(tmp_path):
   markdown = (tmp_path / "task1_stem_cost.md").read_text()
   assert f"| complexcnn | dynamic stem (K=4, D=8) | 5 | {expected:,} |" in markdown
   assert "| complexcnn | plain first conv | 3 | 1,792 |" in markdown
+
+
+# --- the equal-budget table, per dataset --------------------------------------------------------
+
+RGBN = ("R", "G", "B", "NIR")
+
+
+def _rgbn_row(variant, accuracy, epochs=8, dataset="multiband one_band", **fields):
+  """A hand-built row of the one_band set (R, G, B, NIR; 6 classes); `accuracy`: subset ->
+  value, the other subsets 0.5."""
+  values = {s: 0.5 for s in channels.all_subsets(RGBN)}
+  values.update(accuracy)
+  return {**_band_row(variant, values), "data": "multiband (R,G,B,NIR)", "channels": list(RGBN),
+          "full": "R+G+B+NIR", "train_channels": "R+G+B+NIR", "dataset": dataset,
+          "num_classes": 6, "num_epochs": epochs, "batch_size": 32,
+          "declared": {"informative": ["R+G+B+NIR", "NIR"], "chance": ["R+G+B"]}, **fields}
+
+
+def _rgbn_specialist(subset, accuracy, epochs=8, **fields):
+  return _rgbn_row(f"specialist {subset}", {}, epochs, stem="conv", fill="none",
+                   subset_training=False, train_channels=subset, **fields) | {
+                       "accuracy": {subset: accuracy}}
+
+
+def test_equal_budget_matches_specialists_of_the_same_epochs_and_batch_per_dataset(tmp_path):
+  adaptive = _rgbn_row("dynamic + subset training", {"R+G+B+NIR": 0.60, "NIR": 0.55,
+                                                     "R+G+B": 0.18})
+  seed1 = _rgbn_row("dynamic + subset training [seed 1]", {"R+G+B+NIR": 0.64, "NIR": 0.57,
+                                                           "R+G+B": 0.16})
+  naive_rgb = _rgbn_row("naive on R+G+B", {"R+G+B": 0.19}, subset_training=False,
+                        train_channels="R+G+B")
+  longer = _rgbn_row("dynamic 24 epochs", {"NIR": 0.62}, epochs=24)
+  other = {**_band_row("dynamic on multispectral", 0.9), "num_epochs": 8, "batch_size": 32,
+           "dataset": "multispectral (R,G,B,NIR,SWIR)"}
+  specialists = [_rgbn_specialist("R+G+B+NIR", 0.65), _rgbn_specialist("NIR", 0.60),
+                 _rgbn_specialist("NIR", 0.58, batch_size=64),  # Another batch: not matched.
+                 _rgbn_specialist("NIR", 0.70, epochs=24),
+                 _rgbn_specialist("NIR", 0.99, dataset="multiband other")]
+  tables = report.equal_budget([adaptive, seed1, naive_rgb, longer, other], specialists)
+  assert [(t["dataset"], t["variant"], t["num_epochs"]) for t in tables] == [
+      ("multiband one_band", "dynamic + subset training", 8),
+      ("multiband one_band", "dynamic 24 epochs", 24),
+      ("multispectral (R,G,B,NIR,SWIR)", "dynamic on multispectral", 8)]
+  first, longer_table, unmatched = tables
+  cells = first["comparison"]["variants"][0]["subsets"]
+  assert first["comparison"]["specialist_runs"] == {"R+G+B+NIR": 1, "NIR": 1}
+  assert cells["R+G+B+NIR"]["gap"] == pytest.approx(100 * (0.62 - 0.65))  # -3: by hand.
+  assert cells["NIR"]["gap"] == pytest.approx(100 * (0.56 - 0.60))        # -4
+  (chance,) = first["chance"]
+  assert chance["subset"] == "R+G+B" and chance["adaptive"] == pytest.approx(0.17)
+  assert chance["best_within"] == {"variant": "naive on R+G+B", "accuracy": 0.19}
+  assert first["trainings"] == {"adaptive": 1, "specialists_all_subsets": 15,
+                                "specialists_here": 2}
+  assert first["chance_accuracy"] == pytest.approx(1 / 6) and first["missing_specialists"] == []
+  longer_cells = longer_table["comparison"]["variants"][0]["subsets"]
+  assert list(longer_cells) == ["NIR"] and longer_cells["NIR"]["gap"] == pytest.approx(-8)
+  assert longer_table["missing_specialists"] == ["R+G+B+NIR"]
+  assert unmatched["comparison"] is None
+  report.write_equal_budget(tables, tmp_path)
+  markdown = (tmp_path / "task1_equal_budget.md").read_text()
+  assert ("### multiband one_band: dynamic + subset training (2 runs), 8 epochs, batch 32; "
+          "chance 16.7%") in markdown
+  assert "| R+G+B+NIR | all channels | 65.0 (1) | 62.0 | -3.0 |" in markdown
+  assert "| NIR | declared | 60.0 (1) | 56.0 | -4.0 |" in markdown
+  assert "| R+G+B | none | best trained within: 19.0 (naive on R+G+B) | 17.0 | -2.0 |" in markdown
+  assert "| cost | | 15 trainings for every subset (2 trained here) | 1 training | |" in markdown
+  assert "Within 3 points of the specialist on 1/2 subsets; worst gap -4.0 (NIR)." in markdown
+  assert "| R+G+B+NIR | declared | no specialist at this budget | - | - |" in markdown
+  assert json.loads((tmp_path / "task1_equal_budget.json").read_text())[0]["runs"] == 2
