@@ -1,6 +1,7 @@
 # Sourced by scripts/task1_*.sh: trains one workdir per entry, in the listed order, at most $JOBS
 # at once across every script that runs with the same $SLOTS folder (one lock file per slot), and
 # skips a workdir that has a report, so the scripts resume. Entry: "NAME CONFIG [OVERRIDES...]".
+# DRY_RUN=1: print the command of each run that would start instead of running it.
 RUNS=${RUNS:?set RUNS}
 PY=${PY:-python}
 JOBS=${JOBS:-1}
@@ -41,6 +42,10 @@ train_all() {
     read -r name config extra <<<"$entry"
     [[ -n "${ONLY_TABLE:-}" || -f "$RUNS/$name/report/results.json" ]] && continue
     [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]] && continue
+    if [[ -n "${DRY_RUN:-}" ]]; then  # List what would run; train nothing.
+      echo "$PY -m minijax.main --config=$config --workdir=$RUNS/$name ${COMMON[*]} ${extra:-}"
+      continue
+    fi
     _take_slot
     # The job inherits the locked fd and holds the slot until it ends; this shell lets go of it.
     # shellcheck disable=SC2086  # $extra: zero or more overrides.

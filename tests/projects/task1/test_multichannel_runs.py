@@ -3,12 +3,15 @@ and dataset.json written here) train and evaluate through minijax.main.run_exper
 dynamic stem on channel subsets; a specialist trained on one band is compared with it by the
 report."""
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 import tifffile
 
+from helpers import REPO
 from minijax import channels, main, projects
 from minijax.data import dataset_spec
 from minijax.projects import reporting
@@ -142,3 +145,26 @@ def test_a_specialist_workdir_is_matched_and_compared(adaptive, npy_root, tmp_pa
   # 15 subsets: the per-variant summary and one line per subset.
   table = (tmp_path / "out" / "task1_table.md").read_text()
   assert "| R+G+B+NIR | 4 |" in table and "| NIR | 1 |" in table
+
+
+@pytest.mark.slow
+def test_a_held_out_multiband_set_trains_through_the_cli_with_the_recommended_recipe(tmp_path):
+  """One epoch of `subsets,per_example,fusion=late,pool=learned` on a tiny one_band set (R, G, B,
+  NIR at 16 px; minijax.data.multiband), as scripts/task1_heldout.sh runs it; the report's row
+  knows the dataset, its budget and the declared subsets. ~1 min on a busy 2-core CPU."""
+  workdir = tmp_path / "dynamic"
+  arg = "multiband=one_band,subsets,per_example,fusion=late,pool=learned"
+  command = [sys.executable, "-m", "minijax.main", f"--config=configs/task1_dynamic.py:{arg}",
+             f"--workdir={workdir}", "--config.data.multiband.train_per_class=4",
+             "--config.data.multiband.val_per_class=1", "--config.data.multiband.test_per_class=2",
+             "--config.num_epochs=1", "--config.batch_size=8", "--config.eval.batch_size=12",
+             "--config.progress_bar=false", "--config.eval.channel_subsets=('R+G+B+NIR','NIR','R+G+B')"]
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "test accuracy NIR:" in done.stdout and "multiband-v1-" in done.stdout
+  row = report.collect(workdir, None, batch=2, repeats=1, bench_costs=False)
+  assert (row["dataset"], row["num_classes"], row["num_epochs"], row["batch_size"]) == (
+      "multiband one_band", 6, 1, 8)
+  assert row["channels"] == ["R", "G", "B", "NIR"] and row["subset_training"]
+  assert row["declared"] == {"informative": ["R+G+B+NIR", "NIR"], "chance": ["R+G+B"]}
+  assert list(row["accuracy"]) == ["R+G+B+NIR", "NIR", "R+G+B"]
