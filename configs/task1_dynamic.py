@@ -48,6 +48,12 @@ points of a 60-epoch specialist on all 31 subsets (worst NIR+SWIR -2.6). Without
 NIR+SWIR 94.6% (94.1-95.4), 30 of 31 within 3 points.
 scripts/task1_multispectral.sh trains it with the RGB-only models and a specialist per subset
 and writes the comparison (minijax/projects/task1/README.md has the tables).
+Held-out multi-band sets (minijax.data.multiband: one_band, two_band, texture_contrast; not used
+to choose the recipe), at one specialist's budget (the preset's 8 epochs, batch 32):
+  python -m minijax.main --workdir=/work/task1_runs/heldout/one_band_dynamic_s0 \
+      --config.ema_decay=0.99 \
+  --config=configs/task1_dynamic.py:multiband=one_band,subsets,per_example,fusion=late,pool=learned
+scripts/task1_heldout.sh runs it on each set with its specialists; results pending.
 
 ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
   python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \
