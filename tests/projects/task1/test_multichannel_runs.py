@@ -147,24 +147,43 @@ def test_a_specialist_workdir_is_matched_and_compared(adaptive, npy_root, tmp_pa
   assert "| R+G+B+NIR | 4 |" in table and "| NIR | 1 |" in table
 
 
+TINY_MULTIBAND = ["--config.data.multiband.train_per_class=4",
+                  "--config.data.multiband.val_per_class=1",
+                  "--config.data.multiband.test_per_class=2", "--config.num_epochs=1",
+                  "--config.batch_size=8", "--config.eval.batch_size=12",
+                  "--config.progress_bar=false"]
+
+
+def _cli(module, *args):
+  done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout
+
+
 @pytest.mark.slow
 def test_a_held_out_multiband_set_trains_through_the_cli_with_the_recommended_recipe(tmp_path):
   """One epoch of `subsets,per_example,fusion=late,pool=learned` on a tiny one_band set (R, G, B,
-  NIR at 16 px; minijax.data.multiband), as scripts/task1_heldout.sh runs it; the report's row
-  knows the dataset, its budget and the declared subsets. ~1 min on a busy 2-core CPU."""
-  workdir = tmp_path / "dynamic"
+  NIR at 16 px; minijax.data.multiband) and of its NIR specialist, as scripts/task1_heldout.sh
+  runs them, then the report's equal-budget table. ~2 min on a busy 2-core CPU."""
+  adaptive, specialist = tmp_path / "dynamic", tmp_path / "spec_NIR"
   arg = "multiband=one_band,subsets,per_example,fusion=late,pool=learned"
-  command = [sys.executable, "-m", "minijax.main", f"--config=configs/task1_dynamic.py:{arg}",
-             f"--workdir={workdir}", "--config.data.multiband.train_per_class=4",
-             "--config.data.multiband.val_per_class=1", "--config.data.multiband.test_per_class=2",
-             "--config.num_epochs=1", "--config.batch_size=8", "--config.eval.batch_size=12",
-             "--config.progress_bar=false", "--config.eval.channel_subsets=('R+G+B+NIR','NIR','R+G+B')"]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert "test accuracy NIR:" in done.stdout and "multiband-v1-" in done.stdout
-  row = report.collect(workdir, None, batch=2, repeats=1, bench_costs=False)
+  out = _cli("minijax.main", f"--config=configs/task1_dynamic.py:{arg}", f"--workdir={adaptive}",
+             *TINY_MULTIBAND, "--config.eval.channel_subsets=('R+G+B+NIR','NIR','R+G+B')")
+  assert "test accuracy NIR:" in out and "multiband-v1-" in out
+  _cli("minijax.main", "--config=configs/task1_naive.py:multiband=one_band,specialist=NIR",
+       f"--workdir={specialist}", *TINY_MULTIBAND)
+  row = report.collect(adaptive, None, batch=2, repeats=1, bench_costs=False)
   assert (row["dataset"], row["num_classes"], row["num_epochs"], row["batch_size"]) == (
       "multiband one_band", 6, 1, 8)
   assert row["channels"] == ["R", "G", "B", "NIR"] and row["subset_training"]
   assert row["declared"] == {"informative": ["R+G+B+NIR", "NIR"], "chance": ["R+G+B"]}
   assert list(row["accuracy"]) == ["R+G+B+NIR", "NIR", "R+G+B"]
+  _cli("minijax.projects.task1.report", f"--workdirs={adaptive}", f"--specialists={specialist}",
+       f"--out={tmp_path / 'report'}", "--nobench", "--stem_cost_sizes=")
+  (table,) = json.loads((tmp_path / "report" / "task1_equal_budget.json").read_text())
+  assert table["dataset"] == "multiband one_band" and table["comparison"]["subsets"] == ["NIR"]
+  assert table["missing_specialists"] == ["R+G+B+NIR"]
+  assert table["trainings"] == {"adaptive": 1, "specialists_all_subsets": 15,
+                                "specialists_here": 1}
+  assert "| NIR | declared |" in (tmp_path / "report" / "task1_equal_budget.md").read_text()

@@ -394,3 +394,8 @@ def test_equal_budget_matches_specialists_of_the_same_epochs_and_batch_per_datas
   assert "Within 3 points of the specialist on 1/2 subsets; worst gap -4.0 (NIR)." in markdown
   assert "| R+G+B+NIR | declared | no specialist at this budget | - | - |" in markdown
   assert json.loads((tmp_path / "task1_equal_budget.json").read_text())[0]["runs"] == 2
+  # Through write_outputs, as the CLI: the one_band rows (15 subsets) with their specialists.
+  report.write_outputs([adaptive, seed1, naive_rgb], tmp_path / "all", batch=100,
+                       specialists=specialists[:2])
+  assert "| NIR | declared | 60.0 (1) | 56.0 | -4.0 |" in (
+      tmp_path / "all" / "task1_equal_budget.md").read_text()
