@@ -473,7 +473,8 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
         step = stop_at
         loop.after(step, state)
         if stop.signum is not None:
-          loop.save(step, state, val=None)
+          if manager.latest_step() != step:  # A signal at an epoch end: that save stands.
+            loop.save(step, state, val=None)
           raise Stopped(step, stop.signum)
   finally:
     profile.stop(state)

@@ -1,6 +1,7 @@
 """The trainer end to end on a tiny config: learning, checkpoints, resume, devices, the CLI."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -248,3 +249,18 @@ def test_profile_steps_write_a_trace_of_those_steps(tmp_path, capsys):
 def test_malformed_profile_steps_name_the_key(spec):
   with pytest.raises(config_lib.ConfigError, match="profile_steps"):
     tiny_config(profile_steps=spec)
+
+
+def test_a_signal_at_an_epoch_end_stops_on_the_epoch_checkpoint(tmp_path):
+  """SIGTERM while the epoch's validation runs: the epoch's checkpoint is the stop's (saving the
+  same step again raised orbax's StepAlreadyExistsError)."""
+  def validate(variables):
+    os.kill(os.getpid(), signal.SIGTERM)  # Caught by the trainer's handler.
+    return {"loss": 1.0, "accuracy": 0.0}
+
+  config = tiny_config(num_epochs=3)
+  with pytest.raises(train.Stopped) as stopped:
+    train.train(config, tmp_path, experiment.build(config), mesh=sharding.make_mesh(),
+                validate=validate)
+  assert stopped.value.step == 6
+  assert checkpointing.make_manager(tmp_path).all_steps() == [6]
