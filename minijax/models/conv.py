@@ -18,7 +18,6 @@ import functools
 import math
 
 import flax.linen as nn
-import jax
 from jax import lax
 import jax.numpy as jnp
 
