@@ -28,7 +28,8 @@ class Experiment:
   init_inputs     () -> (example input, model kwargs) for model.init
   augment         (rng, uint8 images) -> normalised float images (train)
   preprocess      uint8 images -> normalised float images (evaluation)
-  train_inputs    (rng, images) -> (model inputs, model kwargs): what the model sees in training
+  train_inputs    (rng, images) -> (model inputs, model kwargs): what the model sees in training;
+                  V*B rows are V views of the B examples, view-major (the labels are repeated)
   eval_inputs     subset -> (images -> (model inputs, model kwargs)) for that channel subset
   batch_augment   (rng, inputs, int labels) -> (inputs, targets): RRC, mixup / cutmix
   loss            (logits, targets, inputs, frozen) -> scalar

@@ -85,7 +85,13 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
   rngs = step_rngs(rng, state.step)
   images = augment(rngs["augment"], batch["image"])
   inputs, model_kwargs = train_inputs(rngs["channels"], images)
-  inputs, targets = batch_augment(rngs["batch_augment"], inputs, batch["label"])
+  labels = batch["label"]
+  # train_inputs may return V views of the batch, view-major (V*B rows): each view keeps its
+  # example's label.
+  views = inputs.shape[0] // labels.shape[0]
+  if views > 1:
+    labels = jnp.tile(labels, views)
+  inputs, targets = batch_augment(rngs["batch_augment"], inputs, labels)
 
   def loss_of(params):
     logits, updates = state.apply_fn(
@@ -100,7 +106,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
     decay = ema_decay_at(ema_decay, state.step)
     new_state = new_state.replace(ema_params=optax.incremental_update(
         new_state.params, state.ema_params, 1.0 - decay))
-  step_metrics = {"loss": value, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+  step_metrics = {"loss": value, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
                   "grad_norm": optax.global_norm(grads)}
   return new_state, step_metrics
 

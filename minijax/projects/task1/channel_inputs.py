@@ -19,16 +19,19 @@ config.input.train_channels per batch inside the jitted step: a size uniform in 
 subset of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
 equally likely instead), or with full_fraction >= 0 the full set with that probability and the
 rest as before otherwise; with per_example, one subset per example instead (every batch then
-mixes subsets). The subsets form a static table (masks, and for naive models and adapters the source channel and keep flag of each model
+mixes subsets). With full_view, the step sees every example twice (two views, view-major, 2B rows):
+with all of input.train_channels, then with its sampled subset (see `two_view_loss`). The subsets form a static table (masks, and for naive models and adapters the source channel and keep flag of each model
 input); the sampled row selects from it, so one compilation serves every subset. With C channels
 the table has 2^C - 1 rows.
 """
 import dataclasses
 import itertools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from minijax import channels, config as config_lib
 from minijax.projects.task1 import stems
@@ -149,8 +152,13 @@ def make_inputs(config):
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
 
   def train_inputs(rng, images):
-    per_example = images.shape[0] if sampling.per_example else None
+    batch_size = images.shape[0]
+    per_example = batch_size if sampling.per_example else None
     index = sample_index(rng, table, per_example)                          # () or (B,)
+    if sampling.full_view:  # Row 0 is the full set (the table is largest first).
+      index = jnp.concatenate([jnp.zeros(batch_size, index.dtype),
+                               jnp.broadcast_to(index, (batch_size,))])
+      images, per_example = jnp.concatenate([images, images]), 2 * batch_size
     if stem == "dynamic":
       return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}
     sources, keeps = jnp.asarray(table.sources)[index], jnp.asarray(table.keeps)[index]
@@ -163,3 +171,22 @@ def make_inputs(config):
                     else {})
 
   return train_inputs, eval_inputs
+
+
+def two_view_loss(loss, distill_weight: float):
+  """The loss of a full_view step (logits of 2B rows: the full-set view, then the subset view):
+  the mean of the full view's loss and the subset view's, the latter
+  (1 - w) loss + w KL(full view's prediction || subset view's), the full view's prediction held
+  fixed (in-place distillation as in slimmable networks, Yu & Huang 2019)."""
+  def two_view(logits, targets, inputs, frozen: Any):
+    full_logits, subset_logits = jnp.split(logits, 2)
+    full_targets, subset_targets = jnp.split(targets, 2)
+    full_inputs, subset_inputs = jnp.split(inputs, 2)
+    subset_loss = loss(subset_logits, subset_targets, subset_inputs, frozen)
+    if distill_weight:
+      teacher = jax.lax.stop_gradient(jax.nn.log_softmax(full_logits))
+      kl = optax.losses.kl_divergence_with_log_targets(
+          jax.nn.log_softmax(subset_logits), teacher).mean()
+      subset_loss = (1.0 - distill_weight) * subset_loss + distill_weight * kl
+    return 0.5 * (loss(full_logits, full_targets, full_inputs, frozen) + subset_loss)
+  return two_view

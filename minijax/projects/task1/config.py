@@ -12,6 +12,10 @@ Fields added to the core schema (minijax.config):
   input.subset_training.per_example    a subset per example instead of per batch
   input.subset_training.sampling       'size' (a size uniform in 1..C, then a subset of it) or
                                        'uniform' (every subset equally likely)
+  input.subset_training.full_view      each example seen twice per step: with all trained
+                                       channels and with its sampled subset (2x the compute)
+  input.subset_training.distill_weight with full_view: w in [0, 1], the subset view's loss is
+                                       (1 - w) CE + w KL(full view || subset view)
 
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
@@ -25,6 +29,10 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
   per_example   with subsets: draw a subset per example (default: one per batch)
   sampling=uniform  with subsets: every subset equally likely (default 'size': size uniform first)
+  fullview      with subsets: each example also seen with all its channels in the same step
+                (two views; twice a step's compute; channel_inputs.two_view_loss)
+  distill=W     with fullview: the subset view learns (1 - W) from the label, W from the full
+                view's prediction (in-place distillation; default 0)
   select=all    the best checkpoint by the mean validation loss over every evaluated subset
                 (eval.val_subsets; default: the loss on the trained channels)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
@@ -75,6 +83,10 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.input.subset_training.per_example = False  # A subset per example, not per batch.
   # 'size': a size uniform in 1..C, then a subset of it; 'uniform': every subset equally likely.
   config.input.subset_training.sampling = "size"
+  # Each example also seen with all trained channels in the same step (2B rows, 2x compute).
+  config.input.subset_training.full_view = False
+  # With full_view: the subset view's loss is (1 - w) CE + w KL(full view || subset view).
+  config.input.subset_training.distill_weight = 0.0
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -128,6 +140,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.input.subset_training.sampling not in channel_inputs.SAMPLINGS:
     raise ConfigError("input.subset_training.sampling", config.input.subset_training.sampling,
                       f"choose from {channel_inputs.SAMPLINGS}")
+  if config.input.subset_training.full_view and not config.input.subset_training.enabled:
+    raise ConfigError("input.subset_training.full_view", True,
+                      "adds a full-set view to subset training: set "
+                      "input.subset_training.enabled (config arg 'subsets')")
+  weight = config.input.subset_training.distill_weight
+  if not 0 <= weight <= 1:
+    raise ConfigError("input.subset_training.distill_weight", weight, "must be in [0, 1]")
+  if weight and not config.input.subset_training.full_view:
+    raise ConfigError("input.subset_training.distill_weight", weight,
+                      "distils the full-set view into the subset view: set "
+                      "input.subset_training.full_view (config arg 'fullview')")
+  if config.input.subset_training.full_view and (config.input.mixup_alpha
+                                                  or config.input.cutmix_alpha):
+    raise ConfigError("input.subset_training.full_view", True,
+                      "mixes the two views' rows with mixup / cutmix: turn those off")
   fraction = config.input.subset_training.full_fraction
   if fraction > 1:
     raise ConfigError("input.subset_training.full_fraction", fraction,
@@ -156,6 +183,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, multiband="", subsets=False,
                               full=-1.0, per_example=False, sampling="size", select="",
+                              fullview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean")
   if args.backbone not in BACKBONES:
@@ -187,6 +215,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   config.input.subset_training.full_fraction = args.full
   config.input.subset_training.per_example = args.per_example
   config.input.subset_training.sampling = args.sampling
+  config.input.subset_training.full_view = args.fullview
+  config.input.subset_training.distill_weight = args.distill
   config.input.channel_fill = args.fill
   config.input.train_channels = args.train
   if args.select not in ("", "all"):

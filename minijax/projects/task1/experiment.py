@@ -1,5 +1,6 @@
 """Task 1's experiment: the core one with a channel-adaptive model and Task 1's channel inputs
-(a sampled channel subset per batch when subset training is on)."""
+(a sampled channel subset per batch when subset training is on; with full_view, the two-view
+loss)."""
 import dataclasses
 
 import jax.numpy as jnp
@@ -24,6 +25,10 @@ def build(config) -> experiment.Experiment:
   base = experiment.build(config, model=stems.create_model(config))
   train_inputs, eval_inputs = channel_inputs.make_inputs(config)
   size, num_inputs = config.data.image_size, model_input_channels(config)
+  sampling = config.input.subset_training
+  loss = base.loss
+  if sampling.enabled and sampling.full_view:
+    loss = channel_inputs.two_view_loss(loss, sampling.distill_weight)
   return dataclasses.replace(
-      base, train_inputs=train_inputs, eval_inputs=eval_inputs,
+      base, train_inputs=train_inputs, eval_inputs=eval_inputs, loss=loss,
       init_inputs=lambda: (jnp.zeros((1, size, size, num_inputs), jnp.float32), {}))

@@ -3,6 +3,7 @@ training and evaluation inputs, against hand-built expectations, for R, G, B and
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from helpers import tiny_config
@@ -348,3 +349,51 @@ def test_each_sampled_batch_of_five_channels_is_mapped_as_its_stem_needs(stem):
       np.testing.assert_array_equal(inputs, _stack(x, *columns))
       assert int(kwargs["num_channels"]) == len(subset)
   assert len(sizes) >= 4, sizes
+
+
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_full_view_shows_each_example_with_all_channels_then_with_its_subset(stem, per_example):
+  settings = {"input.subset_training.enabled": True,
+              "input.subset_training.per_example": per_example}
+  one_view = channel_inputs.make_inputs(_bands_config(stem, **settings))[0]
+  two_views, eval_inputs = channel_inputs.make_inputs(
+      _bands_config(stem, **settings, **{"input.subset_training.full_view": True}))
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(16, 4, 4, 5)), jnp.float32)
+  rng = jax.random.key(5)
+  inputs, kwargs = jax.jit(two_views)(rng, x)
+  subset_inputs, subset_kwargs = jax.jit(one_view)(rng, x)
+  full_inputs, full_kwargs = eval_inputs("+".join(BANDS))(x)
+  assert inputs.shape[0] == 32
+  # Rows B.. are what one view would have drawn (the same rng), rows ..B the full set.
+  if stem == "dynamic":
+    np.testing.assert_array_equal(inputs, jnp.concatenate([x, x]))
+    np.testing.assert_array_equal(kwargs["channel_mask"][:16], np.ones((16, 5)))
+    np.testing.assert_array_equal(kwargs["channel_mask"][16:],
+                                  np.broadcast_to(subset_kwargs["channel_mask"], (16, 5)))
+    return
+  np.testing.assert_array_equal(inputs[:16], full_inputs)
+  np.testing.assert_array_equal(inputs[16:], subset_inputs)
+  if stem == "adapter":
+    np.testing.assert_array_equal(kwargs["num_channels"][:16], 5)
+    np.testing.assert_array_equal(kwargs["num_channels"][16:], subset_kwargs["num_channels"])
+
+
+def test_two_view_loss_by_hand():
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(8, 5)), jnp.float32)
+  labels = jnp.asarray([0, 1, 2, 3, 0, 1, 2, 3])
+  ce = lambda z, t: float(optax.softmax_cross_entropy_with_integer_labels(z, t).mean())  # noqa: E731
+  base = lambda z, t, inputs, frozen: optax.softmax_cross_entropy_with_integer_labels(  # noqa: E731
+      z, t).mean()
+  full, subset = logits[:4], logits[4:]
+  p_full = jax.nn.softmax(full)
+  kl = float(jnp.sum(p_full * (jnp.log(p_full) - jax.nn.log_softmax(subset)), -1).mean())
+  x = jnp.zeros((8, 1))
+  for w in (0.0, 0.3, 1.0):
+    value = channel_inputs.two_view_loss(base, w)(logits, labels, x, None)
+    expected = 0.5 * (ce(full, labels[:4]) + (1 - w) * ce(subset, labels[4:]) + w * kl)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+  # The full view's prediction is the teacher: no gradient reaches it through the KL term.
+  grad = jax.grad(lambda z: channel_inputs.two_view_loss(base, 1.0)(z, labels, x, None))(logits)
+  ce_grad = jax.grad(lambda z: 0.5 * base(z, labels[:4], None, None))(full)
+  np.testing.assert_allclose(grad[:4], ce_grad, atol=1e-7)

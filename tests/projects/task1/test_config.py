@@ -86,6 +86,10 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
     ("conv", "model.name", "rep4net", "Task 1 supports"),
     ("dynamic", "input.subset_training.sampling", "sizes",
      "config.input.subset_training.sampling='sizes'.*choose from"),
+    ("dynamic", "input.subset_training.full_view", True,
+     "config.input.subset_training.full_view=True.*set input.subset_training.enabled"),
+    ("dynamic", "input.subset_training.distill_weight", 0.5,
+     "config.input.subset_training.distill_weight=0.5.*set input.subset_training.full_view"),
 ])
 def test_validate_names_the_bad_key(stem, key, value, message):
   config = task1_config.get_config(stem, "demo")
@@ -109,6 +113,21 @@ def test_validate_names_the_bad_key(stem, key, value, message):
 ])
 def test_c_channel_fields_are_checked(stem, arg, overrides, message):
   config = task1_config.get_config(stem, arg)
+  projects.validate(config)
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ConfigError, match=message):
+    projects.validate(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"input.subset_training.distill_weight": 1.5},
+     "config.input.subset_training.distill_weight=1.5.*must be in \\[0, 1\\]"),
+    ({"input.mixup_alpha": 0.2}, "config.input.subset_training.full_view=True.*mixup"),
+])
+def test_full_view_settings_are_checked(overrides, message):
+  config = task1_config.get_config("dynamic", "demo,subsets,fullview,distill=0.5")
+  assert config.input.subset_training.full_view
+  assert config.input.subset_training.distill_weight == 0.5
   projects.validate(config)
   config.update_from_flattened_dict(overrides)
   with pytest.raises(ConfigError, match=message):

@@ -80,3 +80,27 @@ def test_the_model_takes_every_subsets_evaluation_inputs(stem):
     logits = jax.eval_shape(lambda v: experiment.model.apply(v, model_inputs, **model_kwargs),
                             variables)
     assert logits.shape == (2, 4)
+
+
+def test_a_full_view_step_trains_on_both_views_of_each_example():
+  """fullview: the step's model sees 2B rows and the trainer repeats the labels for them."""
+  config = tiny_config("improvedcnn", project="task1", **{
+      "model.stem": "dynamic", "input.subset_training.enabled": True,
+      "input.subset_training.full_view": True, "input.subset_training.distill_weight": 0.5})
+  experiment = projects.build(config)
+  seen = {}
+
+  def recorded_loss(logits, targets, inputs, frozen):
+    seen["rows"], seen["targets"] = logits.shape[0], targets
+    return experiment.loss(logits, targets, inputs, frozen)
+
+  recorded = dataclasses.replace(experiment, loss=recorded_loss)
+  state = train.create_train_state(recorded, recorded.optimizer(6), sharding.make_mesh(),
+                                   jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
+           "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  step = jax.jit(train.step_function(recorded))
+  state, metrics = step(state, batch, jax.random.key(1), None)
+  assert seen["rows"] == 16 and seen["targets"].shape == (16,)
+  assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
