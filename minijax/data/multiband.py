@@ -69,7 +69,7 @@ _GAIN = (0.8, 1.2)  # Illumination, shared by all bands.
 _NOISE = 0.015  # Per-band pixel noise (reflectance units).
 
 
-def write_multiband_dataset(root, *, kind: str = "one_band", train_per_class: int = 200,
+def write_multiband_dataset(root, *, kind: str = "one_band", train_per_class: int = 500,
                             val_per_class: int = 25, test_per_class: int = 50, seed: int = 0,
                             min_size: int = 0, max_size: int = 0, dtype: str = "",
                             file_format: str = "") -> pathlib.Path:
