@@ -12,6 +12,10 @@
 #   DRY_RUN=1 RUNS=... scripts/task1_heldout.sh      # list the runs, train nothing
 #   ONLY_TABLE=1 RUNS=... scripts/task1_heldout.sh   # the tables of finished workdirs
 #   KINDS="one_band" SEEDS="0 1 2" EPOCHS=24 ...     # defaults: all kinds, seed 0, the preset's 8
+#   VARIANTS="fullview|fullview e16||--config.num_epochs=16" ...
+#       more adaptive rows per kind and seed, after its specialists: NAME|ARGS|OVERRIDES, ARGS
+#       appended to the recipe's config args, the workdir KIND_dynamic_NAME_sSEED (issue 29's
+#       stage 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-/work/task1_runs/heldout}
@@ -42,6 +46,12 @@ configs/task1_naive.py:multiband=$kind,specialist=$subset --config.seed=$seed")
       entries+=("${kind}_within_${subset//+/_}_s$seed \
 configs/task1_naive.py:multiband=$kind,train=$subset --config.seed=$seed")
     done
+    for variant in ${VARIANTS:-}; do
+      IFS='|' read -r vname vargs voverrides <<<"$variant"
+      entries+=("${kind}_dynamic_${vname}_s$seed \
+configs/task1_dynamic.py:multiband=$kind,$RECIPE${vargs:+,$vargs} --config.seed=$seed \
+${voverrides:-}")
+    done
   done
 done
 train_all "${entries[@]}"
@@ -51,6 +61,7 @@ for kind in $KINDS; do
   rows=() specialists=()
   for seed in $SEEDS; do
     rows+=("${kind}_dynamic_s$seed")
+    for variant in ${VARIANTS:-}; do rows+=("${kind}_dynamic_${variant%%|*}_s$seed"); done
     for subset in $(declared "$kind" informative); do
       specialists+=("${kind}_spec_${subset//+/_}_s$seed")
     done
