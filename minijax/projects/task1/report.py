@@ -98,6 +98,10 @@ def variant_label(config) -> str:
       label += " per example"
     if config.input.subset_training.sampling == "uniform":
       label += ", uniform over subsets"
+    if config.input.subset_training.get("full_view"):
+      label += " + full view"
+      if config.input.subset_training.distill_weight:
+        label += f" distilled ({config.input.subset_training.distill_weight:g})"
   if config.ema_decay:
     label += f" (EMA {config.ema_decay:g})"
   return label + (f" [seed {config.seed}]" if config.seed else "")
@@ -260,10 +264,18 @@ def _mean(values) -> float:
 
 
 def _groups(rows: list[dict]) -> dict[str, list[dict]]:
-  """Rows by variant without seed, in first-seen order."""
+  """Rows by variant without seed, in first-seen order; a variant trained with different epochs
+  or batches is one group per budget, named with it (replicates share a budget)."""
+  budgets = {}
+  for r in rows:
+    budgets.setdefault(_group(r["variant"]), set()).add(_budget(r))
   groups = {}
   for r in rows:
-    groups.setdefault(_group(r["variant"]), []).append(r)
+    name = _group(r["variant"])
+    if len(budgets[name]) > 1:
+      epochs, batch = _budget(r)
+      name = f"{name}, {epochs} epochs, batch {batch}"
+    groups.setdefault(name, []).append(r)
   return groups
 
 
@@ -565,7 +577,9 @@ def equal_budget(rows: list[dict], specialists: list[dict], adaptive=None) -> li
       row_names = _row_channels(first)
       matched = [s for s in specialists if s.get("dataset", s.get("data")) == dataset
                  and _budget(s) == _budget(first)]
-      comparison = compare_with_specialists(members, matched, [name]) if matched else None
+      # Within one budget the group's name is its plain label.
+      comparison = (compare_with_specialists(members, matched, [_group(first["variant"])])
+                    if matched else None)
       accuracy = {canonical_subset(k, row_names): v
                   for k, v in _mean_row(name, members)["accuracy"].items()}
       declared = first.get("declared") or {"informative": [], "chance": []}

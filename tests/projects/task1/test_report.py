@@ -189,6 +189,10 @@ def test_variant_labels_from_configs():
   assert report.variant_label(seeded) == (
       "dynamic stem (K=4, D=8) + subset training (EMA 0.99) [seed 2]")
   assert label("multispectral,specialist=NIR+SWIR", "conv") == "specialist NIR+SWIR"
+  assert label("multispectral,subsets,fullview", "dynamic") == (
+      "dynamic stem (K=4, D=8) + subset training + full view")
+  assert label("multispectral,subsets,fullview,distill=0.5", "dynamic") == (
+      "dynamic stem (K=4, D=8) + subset training + full view distilled (0.5)")
   assert label("multispectral,subsets,train=R+G+B", "dynamic") == (
       "dynamic stem (K=4, D=8) on R+G+B + subset training")
 
@@ -399,3 +403,15 @@ def test_equal_budget_matches_specialists_of_the_same_epochs_and_batch_per_datas
                        specialists=specialists[:2])
   assert "| NIR | declared | 60.0 (1) | 56.0 | -4.0 |" in (
       tmp_path / "all" / "task1_equal_budget.md").read_text()
+
+
+def test_one_variant_at_two_budgets_is_two_groups_each_matched_to_its_own_specialists():
+  """The same recipe trained 8 and 16 epochs is not averaged into one row."""
+  short = _rgbn_row("dynamic + subset training", {"R+G+B+NIR": 0.60, "NIR": 0.50})
+  long = _rgbn_row("dynamic + subset training", {"R+G+B+NIR": 0.70, "NIR": 0.66}, epochs=16)
+  tables = report.equal_budget([short, long], [_rgbn_specialist("NIR", 0.60)])
+  assert [(t["variant"], t["runs"], t["num_epochs"]) for t in tables] == [
+      ("dynamic + subset training, 8 epochs, batch 32", 1, 8),
+      ("dynamic + subset training, 16 epochs, batch 32", 1, 16)]
+  assert tables[0]["comparison"]["variants"][0]["subsets"]["NIR"]["gap"] == pytest.approx(-10)
+  assert tables[1]["comparison"] is None  # No 16-epoch specialist.
