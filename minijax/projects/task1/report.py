@@ -584,8 +584,8 @@ def equal_budget(rows: list[dict], specialists: list[dict], adaptive=None) -> li
                   for k, v in _mean_row(name, members)["accuracy"].items()}
       declared = first.get("declared") or {"informative": [], "chance": []}
       chance = [_chance_row(c, data_rows, accuracy, row_names) for c in declared["chance"]]
-      tables.append({
-          "dataset": dataset, "variant": name, "runs": len(members),
+      tables.append({  # The heading gives the budget: the plain label names the variant.
+          "dataset": dataset, "variant": _group(first["variant"]), "runs": len(members),
           "num_epochs": _budget(first)[0], "batch_size": _budget(first)[1],
           "channels": list(row_names), "full": first.get("full", full_subset(row_names)),
           "chance_accuracy": 1 / first["num_classes"] if first.get("num_classes") else None,
