@@ -119,6 +119,15 @@ def _shown(changes: dict[str, tuple]) -> str:
   return ", ".join(f"config.{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
+def unused_data_sections(config) -> tuple[str, ...]:
+  """'data.NAME.' of each dataset section the run does not read (data.name is another): a new
+  default there (e.g. data.multiband.train_per_class) changes nothing this run trains on."""
+  reader = {"tfds_splits": "tfds"}  # The data.name that reads a section named otherwise.
+  return tuple(f"data.{name}." for name, value in config.data.items()
+               if isinstance(value, ml_collections.ConfigDict)
+               and reader.get(name, name) != config.data.name)
+
+
 def resumed_step(workdir: pathlib.Path) -> int | None:
   """The latest checkpoint's step when it can be resumed (has optimizer state), else None."""
   steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
@@ -136,7 +145,9 @@ def check_resume(config, workdir: pathlib.Path, data: dict) -> None:
     return
   changes = config_changes(old_config, json.loads(config.to_json_best_effort()))
   changes.pop(ALLOW_KEY, None)
-  refused = {k: v for k, v in changes.items() if not _passes(k, *v)}
+  unused = unused_data_sections(config)
+  refused = {k: v for k, v in changes.items()
+             if not (_passes(k, *v) or _matches(k, unused))}
   old_data = read_json(workdir / DATA_FILE)  # None: a workdir of an older minijax.
   splits = data_changes(old_data, data) if old_data is not None else {}
   if (refused or splits) and not config.allow_resume_changes:

@@ -147,6 +147,20 @@ def test_a_harmless_change_passes_with_a_line(trained, tmp_path, capsys):
   assert steps[-1] == 12
 
 
+def test_a_new_default_of_a_dataset_the_run_does_not_read_passes(trained, tmp_path, capsys):
+  """The run reads an image list: another dataset's section (a new minijax default there)
+  changes nothing it trains on; its own data still refuses (the grown-list test)."""
+  assert provenance.unused_data_sections(tiny_config(**trained[1])) == (
+      "data.multiband.", "data.multispectral.", "data.synthetic.", "data.tfds_splits.")
+  workdir, overrides = _copy(trained, tmp_path)
+  main.run_experiment(tiny_config(**{**overrides, "num_epochs": 2,
+                                     "data.multiband.train_per_class": 7}), workdir)
+  err = capsys.readouterr().err
+  assert "config.data.multiband.train_per_class" in err and "allowed by" not in err
+  assert _train_steps(workdir)[-1] == 12
+  assert "data.synthetic." not in provenance.unused_data_sections(tiny_config())  # Its own.
+
+
 def test_evaluating_at_another_image_size_is_refused_in_one_line(trained, tmp_path):
   workdir, overrides = _copy(trained, tmp_path)
   result = _cli(workdir, "--mode=evaluate", f"--report_dir={tmp_path / 'r'}",
