@@ -294,8 +294,8 @@ def input_warnings(config, labels) -> list[str]:
   if reduction and config.data.image_size < reduction:
     warnings.append(
         f"data.image_size={config.data.image_size} is smaller than {config.model.name}'s "
-        f"{reduction}x reduction: its last layers see only padding around a 1-pixel map, so it "
-        f"learns little or nothing; use data.image_size >= {reduction}")
+        f"{reduction}x reduction: its last layers work on a 1-pixel map, their 3x3 kernels "
+        f"mostly on padding, which wastes their capacity; use data.image_size >= {reduction}")
   if labels is not None:
     absent = sorted(set(range(config.data.num_classes)) - set(np.unique(labels).tolist()))
     if absent:
