@@ -15,10 +15,15 @@ checkpoint (its EMA weights when kept), for rep4net merged by rep4net.merge_vari
 
 Ablation table: every workdir of the reference's model, named by the config keys in which it
 differs from the reference (the full model with the main recipe), with its accuracy difference.
+
+results.json: the comparison rows with each run's validation accuracy and, where the workdir holds
+them (scripts/task2_full.sh writes them), the command that trained it (command.txt) and the
+commit checked out when it ended (commit.txt): the machine-readable record of a results folder.
 """
 import csv
 import glob
 import json
+import math
 import pathlib
 import statistics
 
@@ -82,6 +87,14 @@ def load(workdir) -> tuple[ml_collections.ConfigDict, reporting.Run]:
   return config, reporting.load_run(workdir, restore_config)
 
 
+# Files a launcher may leave in a workdir (scripts/task2_full.sh does): copied into results.json.
+PROVENANCE_FILES = ("command", "commit")
+
+
+def _read_text(path: pathlib.Path) -> str:
+  return path.read_text().strip() if path.is_file() else ""
+
+
 def read_run(run: reporting.Run, config: ml_collections.ConfigDict) -> dict:
   """Accuracy (from the report, evaluated if missing) and the training times of metrics.jsonl; a
   workdir without training metrics (converted weights) has NaN training columns."""
@@ -105,7 +118,9 @@ def read_run(run: reporting.Run, config: ml_collections.ConfigDict) -> dict:
           "val_accuracy": val[-1]["accuracy"] if val else nan,
           "epochs": config.num_epochs, "steps": train_rows[-1]["step"] if train_rows else 0,
           "train_images_per_second": statistics.median(rates) if rates else nan,
-          "train_minutes": train_seconds / 60 if train_rows else nan, "wall_minutes": wall / 60}
+          "train_minutes": train_seconds / 60 if train_rows else nan, "wall_minutes": wall / 60,
+          **{key: _read_text(run.workdir / f"{key}.txt") for key in PROVENANCE_FILES}}
+
 
 
 def inference_form(run: reporting.Run):
@@ -165,8 +180,18 @@ def _markdown(rows: list[dict]) -> list[str]:
   return lines
 
 
-def write(out: pathlib.Path, comparison, ablation, reference) -> None:
+def result_record(row: dict, run: dict) -> dict:
+  """A comparison row with the run's validation accuracy and provenance; NaN (no training
+  metrics) as null, so that results.json is strict JSON."""
+  record = dict(row, **{"val_acc_%": round(100 * run["val_accuracy"], 2)},
+                **{key: run[key] for key in PROVENANCE_FILES})
+  return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
+
+
+def write(out: pathlib.Path, comparison, ablation, reference, records=()) -> None:
   out.mkdir(parents=True, exist_ok=True)
+  (out / "results.json").write_text(json.dumps(
+      {"reference": reference["name"], "runs": list(records)}, indent=1) + "\n")
   for name, rows in (("comparison", comparison), ("ablation", ablation)):
     if rows:
       with open(out / f"{name}.csv", "w", newline="") as f:
@@ -225,7 +250,8 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
   else:
     ref = next((r for r in runs if r["model"] == "rep4net"), runs[0])
   comparison, ablation = build_tables(runs, ref)
-  write(pathlib.Path(out), comparison, ablation, ref)
+  records = [result_record(row, run) for row, run in zip(comparison, runs)]
+  write(pathlib.Path(out), comparison, ablation, ref, records)
   return comparison, ablation
 
 

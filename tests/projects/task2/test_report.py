@@ -84,6 +84,8 @@ def test_the_inference_form_is_the_merged_trained_model(workdirs):
 @pytest.mark.slow
 def test_comparison_and_ablation_tables(workdirs, tmp_path):
   reference, ablation, resnet = workdirs
+  (reference / "command.txt").write_text("python -m minijax.main --config=X\n")
+  (reference / "commit.txt").write_text("0123abc\n")
   comparison, ablations = report.report([str(reference.parent / "rep4net*"), str(resnet)],
                                         str(tmp_path), reference=str(reference))
   rows = {r["workdir"]: r for r in comparison}
@@ -112,6 +114,14 @@ def test_comparison_and_ablation_tables(workdirs, tmp_path):
     assert (tmp_path / name).stat().st_size > 0, name
   with open(tmp_path / "comparison.csv") as f:
     assert [r["model"] for r in csv.DictReader(f)] == ["rep4net", "rep4net", "resnet34"]
+  # results.json: the rows, strict JSON (no training metrics: null), with the provenance files.
+  records = {r["workdir"]: r for r in json.loads(
+      (tmp_path / "results.json").read_text(), parse_constant=pytest.fail)["runs"]}
+  assert records["rep4net"]["command"] == "python -m minijax.main --config=X"
+  assert records["rep4net"]["commit"] == "0123abc" and records["rep4net_seed1"]["commit"] == ""
+  assert records["rep4net"]["test_acc_%"] == rows["rep4net"]["test_acc_%"]
+  assert records["rep4net"]["val_acc_%"] is not None
+  assert records["resnet34"]["train_img_per_s"] is None
   markdown = (tmp_path / "report.md").read_text()
   assert "Reference (full model, main recipe): `rep4net`." in markdown
   assert "| rep4net_seed1 | seed: 0 -> 1 |" in markdown
