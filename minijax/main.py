@@ -8,6 +8,7 @@ This file is kept short on purpose: it parses flags, starts the distributed runt
 (minijax.distributed), and runs config -> experiment -> train -> evaluate -> report, turning the
 library's errors into one-line messages.
 """
+import logging as std_logging
 import os
 import pathlib
 import shlex
@@ -125,6 +126,9 @@ def run() -> None:
     message = os_error_message(error, workdir, _MODE.value)
     if message is None:
       raise
+    # Orbax writes a checkpoint's arrays concurrently: on a full disk each write fails, and the
+    # futures nobody awaits are logged by asyncio at exit, one error each, after the one line.
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
     sys.exit(f"minijax: {message}")
   if jax.process_index() == 0:
     for row in results["channels"]:
