@@ -53,9 +53,10 @@ to choose the recipe), at one specialist's budget (the preset's 8 epochs, batch 
   python -m minijax.main --workdir=/work/task1_runs/heldout/one_band_dynamic_s0 \
       --config.ema_decay=0.99 \
   --config=configs/task1_dynamic.py:multiband=one_band,subsets,per_example,fusion=late,pool=learned
-scripts/task1_heldout.sh runs it on each set with its specialists; one_band measured (seed 0): all
-bands 69.0% (specialist 67.0), NIR alone 67.3% (specialist 79.7); with ,fullview (2x the compute
-per epoch) 80.0% and 80.3% (minijax/projects/task1/results/heldout/).
+scripts/task1_heldout.sh runs it on each set with its specialists; one_band over seeds 0-2: all
+bands 64.3% (specialist 66.1), NIR alone 63.3% (specialist 82.7); with ,fullview,distill=0.5 (2x
+the compute per epoch) 77.4% and 77.6%, which did not transfer to two_band
+(minijax/projects/task1/results/heldout/).
 
 ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
   python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \
