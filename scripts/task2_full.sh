@@ -11,7 +11,7 @@
 # minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command and commit
 # of each run) for the maintainer to commit, so a lost workdir loses at most one run.
 #   resnet34      ResNet34, Task 2 recipe, seed 0        (~73 min on a quiet 2-core CPU)
-#   rep4net_s0    Rep4Net, Task 2 recipe, seed 0         (~90 min, ~150 img/s at b128)
+#   rep4net_s0    Rep4Net, Task 2 recipe, seed 0         (~85 min: 165 img/s at b128 alone)
 #   resnet34_rrc  ResNet34 with a mild random-resized crop (scale 0.64-1): the candidate recipe
 #                 for ResNet34's ceiling (>= 93.5%), its plain run ended at 92.19%
 #   rep4net_s1    seed 1
