@@ -17,9 +17,9 @@ minijax.experiment.Experiment), each giving (model inputs, keyword arguments of 
 Subset training (config.input.subset_training.enabled) draws one subset of
 config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
 subset of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
-equally likely instead), or with full_fraction >= 0 the full set with that probability and the
-rest as before otherwise; with per_example, one subset per example instead (every batch then
-mixes subsets). With full_view, the step sees every example twice (two views, view-major, 2B
+equally likely instead; 'small': a size k with odds 2^-(k-1), then a subset of it), or with
+full_fraction >= 0 the full set with that probability and the rest as before otherwise; with
+per_example, one subset per example instead (every batch then mixes subsets). With full_view, the step sees every example twice (two views, view-major, 2B
 rows): with all of input.train_channels, then with its sampled subset (see `two_view_loss`).
 The subsets form a static table (masks, and for naive models and adapters the source channel and
 keep flag of each model input); the sampled row selects from it, so one compilation serves every
@@ -39,8 +39,11 @@ from minijax.projects.task1 import stems
 
 FILLS = ("seed", "zero", "none")
 # 'size': a size uniform in 1..C, then a subset of that size (ChannelViT's hierarchical sampling);
-# 'uniform': every subset equally likely (more of the mid-sized subsets, fewer singles).
-SAMPLINGS = ("size", "uniform")
+# 'uniform': every subset equally likely (more of the mid-sized subsets, fewer singles);
+# 'small': a size k with odds halving per added channel (2^-(k-1)), then a subset of it: more
+# single channels and pairs, i.e. more views free of the channels that carry nothing (issue 29,
+# two_band: B2+B5 without the decoy bands is 1 draw in 90 under 'size').
+SAMPLINGS = ("size", "uniform", "small")
 
 
 def subset_probabilities(subsets, full_fraction: float = -1.0,
@@ -53,7 +56,8 @@ def subset_probabilities(subsets, full_fraction: float = -1.0,
   if sampling == "uniform":
     probs = np.ones(len(subsets))
   else:
-    probs = np.array([1.0 / np.sum(sizes == s) for s in sizes])
+    size_odds = 0.5 ** (sizes - 1) if sampling == "small" else np.ones(len(subsets))
+    probs = np.array([odds / np.sum(sizes == s) for odds, s in zip(size_odds, sizes)])
   full = sizes == sizes.max()
   if full_fraction >= 0 and not full.all():
     probs = np.where(full, full_fraction, (1.0 - full_fraction) * probs / probs[~full].sum())

@@ -10,8 +10,9 @@ Fields added to the core schema (minijax.config):
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step
   input.subset_training.full_fraction  >= 0: share of full-set batches; < 0: size-uniform
   input.subset_training.per_example    a subset per example instead of per batch
-  input.subset_training.sampling       'size' (a size uniform in 1..C, then a subset of it) or
-                                       'uniform' (every subset equally likely)
+  input.subset_training.sampling       'size' (a size uniform in 1..C, then a subset of it),
+                                       'uniform' (every subset equally likely) or 'small' (a
+                                       size k with odds 2^-(k-1), then a subset of it)
   input.subset_training.full_view      each example seen twice per step: with all trained
                                        channels and with its sampled subset (2x the compute)
   input.subset_training.distill_weight with full_view: w in [0, 1], the subset view's loss is
@@ -29,6 +30,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
   per_example   with subsets: draw a subset per example (default: one per batch)
   sampling=uniform  with subsets: every subset equally likely (default 'size': size uniform first)
+  sampling=small    with subsets: a size k with odds 2^-(k-1), then a subset of it (more single
+                channels and pairs)
   fullview      with subsets: each example also seen with all its channels in the same step
                 (two views; twice a step's compute; channel_inputs.two_view_loss)
   distill=W     with fullview: the subset view learns (1 - W) from the label, W from the full
@@ -81,7 +84,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # >= 0: the share of full-set draws; < 0: as `sampling` gives it.
   config.input.subset_training.full_fraction = -1.0
   config.input.subset_training.per_example = False  # A subset per example, not per batch.
-  # 'size': a size uniform in 1..C, then a subset of it; 'uniform': every subset equally likely.
+  # 'size': a size uniform in 1..C, then a subset of it; 'uniform': every subset equally likely;
+  # 'small': a size k with odds 2^-(k-1), then a subset of it.
   config.input.subset_training.sampling = "size"
   # Each example also seen with all trained channels in the same step (2B rows, 2x compute).
   config.input.subset_training.full_view = False

@@ -98,6 +98,8 @@ def variant_label(config) -> str:
       label += " per example"
     if config.input.subset_training.sampling == "uniform":
       label += ", uniform over subsets"
+    elif config.input.subset_training.sampling == "small":
+      label += ", small subsets favoured"
     if config.input.subset_training.get("full_view"):
       label += " + full view"
       if config.input.subset_training.distill_weight:

@@ -261,6 +261,27 @@ def test_uniform_sampling_draws_every_subset_equally_often(full_fraction):
     channel_inputs.make_table((0, 1), 2, sampling="sizes")
 
 
+def test_small_sampling_halves_the_odds_of_each_added_channel():
+  table = channel_inputs.make_table(tuple(range(6)), 6, sampling="small")
+  sizes = np.array([len(s) for s in table.subsets])
+  # By hand: P(size k) = 2^-(k-1) / (1 + 1/2 + ... + 1/32), shared equally by the C(6, k) subsets.
+  total = sum(0.5 ** (k - 1) for k in range(1, 7))
+  for k, count in zip(range(1, 7), (6, 15, 20, 15, 6, 1)):
+    np.testing.assert_allclose(table.probs[sizes == k], 0.5 ** (k - 1) / total / count, rtol=1e-6)
+  # two_band's decoy-free views of B2 (B2 alone, B2+B5): 8.5% + 1.7% against 2.8% + 1.1%.
+  size_first = channel_inputs.make_table(tuple(range(6)), 6).probs
+  for subset, small, size in (((1,), 0.0847, 0.0278), ((1, 4), 0.0169, 0.0111)):
+    row = table.subsets.index(subset)
+    assert (table.probs[row], size_first[row]) == pytest.approx((small, size), abs=1e-4)
+  draws = np.asarray(channel_inputs.sample_index(jax.random.key(3), table, 20000))
+  np.testing.assert_allclose(np.bincount(sizes[draws], minlength=7)[1:] / len(draws),
+                             [0.5 ** (k - 1) / total for k in range(1, 7)], atol=0.01)
+  # full_fraction still fixes the full set's share; the others keep their relative odds.
+  fixed = channel_inputs.make_table(tuple(range(6)), 6, 0.25, sampling="small").probs
+  assert fixed[0] == pytest.approx(0.25)
+  np.testing.assert_allclose(fixed[1:] / fixed[1:].sum(), table.probs[1:] / table.probs[1:].sum())
+
+
 def test_the_sampling_option_reaches_the_training_inputs():
   config = _bands_config("dynamic", **{"input.subset_training.enabled": True,
                                        "input.subset_training.per_example": True,
