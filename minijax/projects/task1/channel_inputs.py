@@ -15,15 +15,16 @@ minijax.experiment.Experiment), each giving (model inputs, keyword arguments of 
                        a (C,) channel_mask (dynamic_conv.DynamicConvStem).
 
 Subset training (config.input.subset_training.enabled) draws one subset of
-config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a
-subset of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
+config.input.train_channels per batch inside the jitted step: a size uniform in 1..C, then a subset
+of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
 equally likely instead; 'small': a size k with odds 2^-(k-1), then a subset of it), or with
 full_fraction >= 0 the full set with that probability and the rest as before otherwise; with
-per_example, one subset per example instead (every batch then mixes subsets). With full_view, the step sees every example twice (two views, view-major, 2B
-rows): with all of input.train_channels, then with its sampled subset (see `two_view_loss`).
-The subsets form a static table (masks, and for naive models and adapters the source channel and
-keep flag of each model input); the sampled row selects from it, so one compilation serves every
-subset. With C channels the table has 2^C - 1 rows.
+per_example, one subset per example instead (every batch then mixes subsets). With full_view, the
+step sees every example twice (two views, view-major, 2B rows): with all of input.train_channels,
+then with its sampled subset (see `two_view_loss`). The subsets form a static table (masks, and for
+naive models and adapters the source channel and keep flag of each model input); the sampled row
+selects from it, so one compilation serves every subset. With C channels the table has 2^C - 1
+rows.
 """
 import dataclasses
 import itertools

@@ -45,6 +45,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   tau=T         dynamic stem: attention softmax temperature
   fusion=late   dynamic stem: each channel's conv through its own ReLU, then the mean over the
                 present channels (default 'early': the mean of the convs, then the backbone's ReLU)
+  ident=S       dynamic stem: the init scale of each channel's own kernel part against the shared
+                one (default 0.1: channels start nearly alike; 1: as independent kernels)
   pool=learned  dynamic stem: the present channels weighted by a learned softmax of their names'
                 embeddings instead of their plain mean (default 'mean')
 Every field stays overridable with --config.KEY=VALUE.
@@ -75,6 +77,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # Dynamic stem: 'mean' = equal weights for the present channels; 'learned' = a softmax over
   # them of a learned score of each channel's name.
   config.model.stem_options.channel_pooling = "mean"
+  # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
+  config.model.stem_options.identity_scale = 0.1
   config.model.stem_options.adapter_kernel_size = 3  # Adapters: the n->3 convs' kernel size.
   # Naive models: 'seed' (duplicate / zero third), 'zero' (in place), 'none' (a specialist).
   config.input.channel_fill = "seed"
@@ -128,6 +132,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"model.stem_options.{key}", options[key], "must be a positive integer")
   if not options.temperature > 0:
     raise ConfigError("model.stem_options.temperature", options.temperature, "must be > 0")
+  if not options.identity_scale >= 0:
+    raise ConfigError("model.stem_options.identity_scale", options.identity_scale,
+                      "must be >= 0")
   if options.fusion not in FUSIONS:
     raise ConfigError("model.stem_options.fusion", options.fusion, f"choose from {FUSIONS}")
   if options.channel_pooling not in CHANNEL_POOLINGS:
@@ -189,7 +196,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               full=-1.0, per_example=False, sampling="size", select="",
                               fullview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
-                              d=8, attn=True, tau=1.0, fusion="early", pool="mean")
+                              d=8, attn=True, tau=1.0, fusion="early", pool="mean",
+                              ident=0.1)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -201,9 +209,9 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
-  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool"} & given:
-    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool= apply to the dynamic config "
-                     "(configs/task1_dynamic.py)")
+  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident"} & given:
+    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident= apply to the dynamic "
+                     "config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -240,4 +248,5 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.attention, options.temperature = args.attn, args.tau
   options.fusion = args.fusion
   options.channel_pooling = args.pool
+  options.identity_scale = args.ident
   return config

@@ -71,6 +71,10 @@ class DynamicConvStem(nn.Module):
   # How the present channels are averaged: "mean" (equal weights) or "learned" (a softmax over the
   # present channels of a learned score of each channel's embedding; equal weights at init).
   channel_pooling: str = "mean"
+  # The channel-specific part's init std A_k e_i / D against the shared kernel b_k's: 0.1 starts
+  # every channel with nearly the same kernel (channel-blind); 1.0 starts them as different as
+  # independent kernels (issue 29, two_band: bands that hold unrelated content).
+  identity_scale: float = 0.1
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -85,15 +89,16 @@ class DynamicConvStem(nn.Module):
                               embedding_init=nn.initializers.normal(1.0), name="embedding")
     # W_k[i] = A_k e_i / D + b_k. b_k, shared by all channels, starts as a fan-in scaled kernel
     # (variance 1/(kh*kw): each channel's conv on its own, averaged over the present channels),
-    # the channel-specific part A_k e_i / D at a tenth of that: every channel starts with the same
-    # kernel, so one channel alone gives the same features as the channel mean (the RGB input)
-    # and training learns what differs between channels. A is stored D times larger and its
-    # product scaled by 1/D (an equalised learning rate): with a plain linear generator Adam's
-    # ~lr-sized steps on all D weights add up and move a kernel entry ~D times faster than an
-    # ordinary conv weight (the ablation is in minijax/projects/task1/README.md).
+    # the channel-specific part A_k e_i / D at identity_scale (a tenth) of that: every channel
+    # starts with nearly the same kernel, so one channel alone gives the same features as the
+    # channel mean (the RGB input) and training learns what differs between channels. A is stored
+    # D times larger and its product scaled by 1/D (an equalised learning rate): with a plain
+    # linear generator Adam's ~lr-sized steps on all D weights add up and move a kernel entry ~D
+    # times faster than an ordinary conv weight (the ablation: minijax/projects/task1/README.md).
     base_std = (size * size) ** -0.5
     self.generator_kernel = self.param(
-        "generator_kernel", nn.initializers.normal(0.1 * base_std * self.embed_dim ** 0.5),
+        "generator_kernel",
+        nn.initializers.normal(self.identity_scale * base_std * self.embed_dim ** 0.5),
         (self.embed_dim, k, size, size, width))
     self.generator_bias = self.param("generator_bias", nn.initializers.normal(base_std),
                                      (k, size, size, width))

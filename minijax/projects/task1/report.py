@@ -84,6 +84,8 @@ def variant_label(config) -> str:
       extras.append("late fusion")
     if options.channel_pooling == "learned":
       extras.append("learned pooling")
+    if options.identity_scale != 0.1:
+      extras.append(f"identity init {options.identity_scale:g}")
     label = f"dynamic stem ({', '.join(extras)})"
   if config.input.channel_fill == "none":
     label = f"specialist {config.input.train_channels}"

@@ -134,7 +134,8 @@ def dynamic_stem_factory(config):
       input_channels=config.data.channels, num_kernels=options.num_kernels,
       embed_dim=options.embed_dim, attention=options.attention,
       attention_hidden=options.attention_hidden, temperature=options.temperature,
-      fusion=options.fusion, channel_pooling=options.channel_pooling)
+      fusion=options.fusion, channel_pooling=options.channel_pooling,
+      identity_scale=options.identity_scale)
 
 
 GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")

@@ -266,3 +266,17 @@ def test_learned_pooling_starts_as_the_plain_mean(fusion):
 def test_an_unknown_channel_pooling_is_refused():
   with pytest.raises(ValueError, match="channel_pooling must be one of"):
     jax.eval_shape(_stem(channel_pooling="max").init, jax.random.key(0), _x())
+
+
+@pytest.mark.parametrize("identity_scale", [0.1, 1.0])
+def test_identity_scale_sets_how_far_the_channels_kernels_start_apart(identity_scale):
+  # The channels' generated kernels differ by A e_i / D: its spread against the shared kernel's
+  # (std 1/3 for 3x3) is identity_scale, as dynamic_conv's setup says.
+  stem = _stem(channel_names="B1,B2,B3,B4,B5,B6", features=64, embed_dim=8,
+               identity_scale=identity_scale)
+  params = jax.jit(stem.init)(jax.random.key(0), _x(num_channels=6))
+  kernels = np.asarray(stem.apply(params, np.arange(6), method=DynamicConvStem.kernels))
+  own = kernels - np.asarray(params["params"]["generator_bias"])[:, :, :, None, :]
+  shared_std = np.asarray(params["params"]["generator_bias"]).std()
+  assert shared_std == pytest.approx(1 / 3, rel=0.1)
+  assert own.std() / shared_std == pytest.approx(identity_scale, rel=0.25)

@@ -182,6 +182,8 @@ def test_variant_labels_from_configs():
       "dynamic stem (K=4, D=8, late fusion, learned pooling) + subset training")
   assert label("multispectral,subsets,per_example,sampling=uniform", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training per example, uniform over subsets")
+  assert label("multispectral,subsets,fusion=late,ident=1", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion, identity init 1) + subset training")
   assert label("multispectral,subsets,per_example,sampling=small", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training per example, small subsets favoured")
   seeded = task1_config.get_config("dynamic", "demo,subsets")
