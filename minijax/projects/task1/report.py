@@ -214,6 +214,10 @@ def collect(workdir, label: str | None, batch: int, repeats: int, split: str = "
                                         for k, v in bench.measure(subset, b, repeats,
                                                                   cached).items()})
         for subset in _kernel_cache_subsets(list(accuracy), names) for b in (1, batch)]
+  if bench.dynamic:
+    ids = channels.channel_ids(names, stems.stem_channel_names(config))
+    weights = stems.stem_channel_weights(run.experiment.model, run.variables, ids)
+    row["channel_weights"] = dict(zip(names, map(float, weights)))
   return row
 
 
@@ -597,9 +601,17 @@ def equal_budget(rows: list[dict], specialists: list[dict], adaptive=None) -> li
           "missing_specialists": [s for s in declared["informative"]
                                   if not comparison or s not in comparison["subsets"]],
           "comparison": comparison, "chance": chance,
+          "channel_weights": _mean_weights(members),
           "trainings": {"adaptive": 1, "specialists_all_subsets": 2 ** len(row_names) - 1,
                         "specialists_here": len({specialist_subset(s) for s in matched})}})
   return tables
+
+
+def _mean_weights(members: list[dict]) -> dict | None:
+  """The dynamic stem's fusion weight of each channel over the full set, mean over runs (None for
+  other stems and rows written before)."""
+  weights = [m["channel_weights"] for m in members if m.get("channel_weights")]
+  return {c: _mean([w[c] for w in weights]) for c in weights[0]} if weights else None
 
 
 def _chance_row(subset: str, rows: list[dict], adaptive: dict, names) -> dict:
@@ -658,6 +670,9 @@ def write_equal_budget(tables: list[dict], out: pathlib.Path, gap_target: float 
       lines += ["", f"Within {gap_target:g} points of the specialist on {within}/{len(cells)} "
                 f"subsets; worst gap {comparison['variants'][0]['worst_gap']:+.1f} "
                 f"({comparison['variants'][0]['worst_subset']})."]
+    if t.get("channel_weights"):  # Learned pooling can settle on one channel and starve others.
+      lines += ["", "The stem's fusion weights over all channels: " + ", ".join(
+          f"{c} {w:.2f}" for c, w in t["channel_weights"].items()) + "."]
   (out / "task1_equal_budget.md").write_text("\n".join(lines) + "\n")
 
 

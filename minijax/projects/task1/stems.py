@@ -157,12 +157,26 @@ def first_conv_geometry(config) -> dict:
   return {key: recorded[key] for key in GEOMETRY_KEYS}
 
 
+def _restored_stem(model: nn.Module, variables):
+  """(the dynamic stem module, its params) of a dynamic-stem model's variables."""
+  params = variables["params"]["stem"]
+  _, kernel_size, _, features = params["generator_bias"].shape  # The replaced conv's geometry.
+  return model.stem(features=features, kernel_size=kernel_size, use_bias="bias" in params,
+                    dtype=model.dtype), params
+
+
 def stem_kernels(model: nn.Module, variables, ids) -> jax.Array:
   """The K kernels (K, kh, kw, C, features) a dynamic-stem model generates for input channels
   `ids` (DynamicConvStem.kernels), from its variables alone. They depend only on the channel set:
   model.apply(..., channel_ids=ids, kernels=them) skips their generation in the forward pass."""
-  params = variables["params"]["stem"]
-  _, kernel_size, _, features = params["generator_bias"].shape  # The replaced conv's geometry.
-  stem = model.stem(features=features, kernel_size=kernel_size, use_bias="bias" in params,
-                    dtype=model.dtype)
+  stem, params = _restored_stem(model, variables)
   return stem.apply({"params": params}, ids, method=DynamicConvStem.kernels)
+
+
+def stem_channel_weights(model: nn.Module, variables, ids) -> jax.Array:
+  """Each of input channels `ids`' weight (C,) in the dynamic stem's fusion when all of them are
+  present (DynamicConvStem.channel_weights): 1/C for pooling 'mean', the learned softmax for
+  'learned' (which channels the model relies on)."""
+  stem, params = _restored_stem(model, variables)
+  return stem.apply({"params": params}, ids, jnp.ones(len(ids), jnp.float32),
+                    method=DynamicConvStem.channel_weights)

@@ -48,6 +48,8 @@ def test_collect_and_bench_on_a_finished_workdir(finished, tmp_path):
   # The stem's conv runs over K x the subset's channels: more channels, more FLOPs.
   assert flops["RGB"] > flops["GB"] > flops["R"] > 0
   assert all(rate > 0 for rate in row["images_per_second"].values())
+  assert list(row["channel_weights"]) == ["R", "G", "B"]  # Pooling 'mean': 1/3 each.
+  np.testing.assert_allclose(list(row["channel_weights"].values()), 1 / 3, rtol=1e-6)
   cache = row["kernel_cache"]
   assert [(c["subset"], c["batch"]) for c in cache] == [("RGB", 1), ("RGB", 4), ("R", 1),
                                                         ("R", 4)]
@@ -359,9 +361,11 @@ def _rgbn_specialist(subset, accuracy, epochs=8, **fields):
 
 def test_equal_budget_matches_specialists_of_the_same_epochs_and_batch_per_dataset(tmp_path):
   adaptive = _rgbn_row("dynamic + subset training", {"R+G+B+NIR": 0.60, "NIR": 0.55,
-                                                     "R+G+B": 0.18})
+                                                     "R+G+B": 0.18},
+                       channel_weights={"R": 0.1, "G": 0.1, "B": 0.2, "NIR": 0.6})
   seed1 = _rgbn_row("dynamic + subset training [seed 1]", {"R+G+B+NIR": 0.64, "NIR": 0.57,
-                                                           "R+G+B": 0.16})
+                                                           "R+G+B": 0.16},
+                    channel_weights={"R": 0.2, "G": 0.1, "B": 0.1, "NIR": 0.6})
   naive_rgb = _rgbn_row("naive on R+G+B", {"R+G+B": 0.19}, subset_training=False,
                         train_channels="R+G+B")
   longer = _rgbn_row("dynamic 24 epochs", {"NIR": 0.62}, epochs=24)
@@ -401,6 +405,9 @@ def test_equal_budget_matches_specialists_of_the_same_epochs_and_batch_per_datas
   assert "| cost | | 15 trainings for every subset (2 trained here) | 1 training | |" in markdown
   assert "Within 3 points of the specialist on 1/2 subsets; worst gap -4.0 (NIR)." in markdown
   assert "| R+G+B+NIR | declared | no specialist at this budget | - | - |" in markdown
+  # The learned fusion weights, mean over the two runs; none for a row without them.
+  assert "fusion weights over all channels: R 0.15, G 0.10, B 0.15, NIR 0.60." in markdown
+  assert longer_table["channel_weights"] is None
   assert json.loads((tmp_path / "task1_equal_budget.json").read_text())[0]["runs"] == 2
   # Through write_outputs, as the CLI: the one_band rows (15 subsets) with their specialists.
   report.write_outputs([adaptive, seed1, naive_rgb], tmp_path / "all", batch=100,

@@ -63,6 +63,27 @@ def test_stem_options_reach_the_stem():
   assert stems.create_model(config).stem(features=64).channel_pooling == "learned"
 
 
+@pytest.mark.parametrize("pooling", ["mean", "learned"])
+def test_stem_channel_weights_are_the_fusion_weights_of_the_full_set(pooling):
+  config = _task1_config("complexcnn", "dynamic", **{
+      "model.stem_options.channel_pooling": pooling})
+  model = stems.create_model(config)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  ids = channels.channel_ids("RGB", "RGB")
+  if pooling == "learned":  # Off its init (0: the plain mean): scores <v, e_c> by hand.
+    params = variables["params"]["stem"]
+    score = jnp.asarray([1.0, -2.0, 0.5, 3.0, 0.0, 1.0, -1.0, 2.0])
+    variables = {**variables, "params": {**variables["params"],
+                                         "stem": {**params, "pooling_score": score}}}
+    logits = np.asarray(params["embedding"]["embedding"]) @ np.asarray(score)
+    expected = np.exp(logits) / np.exp(logits).sum()
+  else:
+    expected = np.full(3, 1 / 3)
+  weights = stems.stem_channel_weights(model, variables, ids)
+  np.testing.assert_allclose(weights, expected, rtol=1e-5)
+  assert pooling == "mean" or weights.max() - weights.min() > 0.05
+
+
 def test_stem_kernels_from_the_variables_equal_the_stems_own():
   # ResNet's conv1 geometry (7x7, stride 2, no bias); eager calls: compiling ResNet takes longer.
   config = _task1_config("resnet18", "dynamic")
