@@ -3,6 +3,7 @@ event files, a tqdm bar on the console)."""
 import json
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -45,12 +46,10 @@ class MetricWriter:
   def __init__(self, workdir: pathlib.Path, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     if enabled:
-      # Imported only where used: tensorboardX imports torch when installed (seconds per process).
-      from tensorboardX import SummaryWriter
       path = pathlib.Path(workdir) / METRICS_FILE
       _drop_records_after(path, start_step)
       self._jsonl = open(path, "a", encoding="utf-8")
-      self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"),
+      self._tensorboard = _summary_writer_class()(str(pathlib.Path(workdir) / "tensorboard"),
                                         purge_step=start_step + 1 if start_step else None)
 
   def write(self, split: str, step: int, scalars: dict) -> None:
@@ -66,6 +65,24 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without importing torch.
+
+  tensorboardX imports torch when it is installed (the `torch` extra), only to accept torch
+  tensors: 2 s of every launch on a 2-core CPU. minijax gives it floats, so torch is hidden for
+  the import (tensorboardX falls back to numpy on ImportError) and stays importable afterwards.
+  """
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError while this is set.
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _drop_records_after(path: pathlib.Path, step: int) -> None:

@@ -1,5 +1,9 @@
-"""Classification scores against a hand-computed case, and the metrics file on resume."""
+"""Classification scores against a hand-computed case, the metrics file on resume, and the
+TensorBoard writer's import."""
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 
@@ -43,3 +47,23 @@ def test_a_resumed_run_drops_what_was_logged_after_its_checkpoint(tmp_path):
   rows = [(r["split"], r["step"], r["loss"]) for r in metrics.read_metrics(tmp_path)]
   assert rows == [("train", 1, 1.0), ("train", 2, 2.0), ("val", 2, 0.5), ("train", 3, 30.0)]
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_the_tensorboard_writer_does_not_import_torch(tmp_path):
+  # In a fresh process: this one may have imported torch already (the torch interop tests).
+  script = textwrap.dedent(f"""
+      import importlib.util, pathlib, sys
+      from minijax import metrics
+      writer = metrics.MetricWriter(pathlib.Path({str(tmp_path)!r}))
+      writer.write("train", 1, {{"loss": 0.5}})
+      writer.close()
+      assert "torch" not in sys.modules, "torch was imported"
+      if importlib.util.find_spec("torch"):  # Still importable afterwards (the torch extra).
+        import torch
+      print("ok")
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+  assert result.stdout.strip() == "ok", result.stderr[-2000:]
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 1 and b"train/loss" in events[0].read_bytes()
