@@ -56,7 +56,8 @@ import ml_collections
 from minijax import channels, config as config_lib
 from minijax.config import ConfigError
 from minijax.projects.task1 import channel_inputs, stems
-from minijax.projects.task1.dynamic_conv import CHANNEL_POOLINGS, FUSIONS
+from minijax.projects.task1.dynamic_conv import (CHANNEL_POOLINGS, DEFAULT_IDENTITY_SCALE,
+                                                  FUSIONS)
 
 BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 
@@ -78,7 +79,7 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # them of a learned score of each channel's name.
   config.model.stem_options.channel_pooling = "mean"
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
-  config.model.stem_options.identity_scale = 0.1
+  config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
   config.model.stem_options.adapter_kernel_size = 3  # Adapters: the n->3 convs' kernel size.
   # Naive models: 'seed' (duplicate / zero third), 'zero' (in place), 'none' (a specialist).
   config.input.channel_fill = "seed"
@@ -197,7 +198,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               fullview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
-                              ident=0.1)
+                              ident=DEFAULT_IDENTITY_SCALE)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}

@@ -45,6 +45,7 @@ from minijax.models import conv
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 FUSIONS = ("early", "late")
 CHANNEL_POOLINGS = ("mean", "learned")
+DEFAULT_IDENTITY_SCALE = 0.1  # The config's default and the report's "not the default" test.
 
 
 class DynamicConvStem(nn.Module):
@@ -74,7 +75,7 @@ class DynamicConvStem(nn.Module):
   # The channel-specific part's init std A_k e_i / D against the shared kernel b_k's: 0.1 starts
   # every channel with nearly the same kernel (channel-blind); 1.0 starts them as different as
   # independent kernels (issue 29, two_band: bands that hold unrelated content).
-  identity_scale: float = 0.1
+  identity_scale: float = DEFAULT_IDENTITY_SCALE
   dtype: Any = jnp.float32
 
   def setup(self):

@@ -60,7 +60,7 @@ from minijax import channels, config as config_lib, evaluate, models, projects
 from minijax.data import multiband, pipeline
 from minijax.models import conv
 from minijax.projects import reporting
-from minijax.projects.task1 import stems
+from minijax.projects.task1 import dynamic_conv, stems
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
@@ -84,7 +84,7 @@ def variant_label(config) -> str:
       extras.append("late fusion")
     if options.channel_pooling == "learned":
       extras.append("learned pooling")
-    if options.identity_scale != 0.1:
+    if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
     label = f"dynamic stem ({', '.join(extras)})"
   if config.input.channel_fill == "none":
