@@ -21,7 +21,9 @@ equally likely instead; 'small': a size k with odds 2^-(k-1), then a subset of i
 full_fraction >= 0 the full set with that probability and the rest as before otherwise; with
 per_example, one subset per example instead (every batch then mixes subsets). With full_view, the
 step sees every example twice (two views, view-major, 2B rows): with all of input.train_channels,
-then with its sampled subset (see `two_view_loss`). The subsets form a static table (masks, and for
+then with its sampled subset (see `two_view_loss`); with single_view, the first view is one of
+the trained channels alone instead, drawn uniformly per example (the trainer's mean loss over the
+2B rows is then the two views' mean). The subsets form a static table (masks, and for
 naive models and adapters the source channel and keep flag of each model input); the sampled row
 selects from it, so one compilation serves every subset. With C channels the table has 2^C - 1
 rows.
@@ -156,14 +158,19 @@ def make_inputs(config):
   table = make_table(train_indices, len(names), sampling.full_fraction, fill, stem,
                      sampling.sampling)
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
+  single_rows = np.flatnonzero(table.counts == 1)  # The one-channel subsets, last in the table.
 
   def train_inputs(rng, images):
     batch_size = images.shape[0]
     per_example = batch_size if sampling.per_example else None
     index = sample_index(rng, table, per_example)                          # () or (B,)
-    if sampling.full_view:  # Row 0 is the full set (the table is largest first).
-      index = jnp.concatenate([jnp.zeros(batch_size, index.dtype),
-                               jnp.broadcast_to(index, (batch_size,))])
+    if sampling.full_view or sampling.single_view:
+      if sampling.full_view:  # Row 0 is the full set (the table is largest first).
+        first = jnp.zeros(batch_size, index.dtype)
+      else:  # A fold of rng, so that the subset view draws what one view would have.
+        first = jnp.asarray(single_rows)[jax.random.randint(
+            jax.random.fold_in(rng, 1), (batch_size,), 0, len(single_rows))].astype(index.dtype)
+      index = jnp.concatenate([first, jnp.broadcast_to(index, (batch_size,))])
       images, per_example = jnp.concatenate([images, images]), 2 * batch_size
     if stem == "dynamic":
       return images, {"channel_ids": all_ids, "channel_mask": jnp.asarray(table.masks)[index]}

@@ -15,6 +15,9 @@ Fields added to the core schema (minijax.config):
                                        size k with odds 2^-(k-1), then a subset of it)
   input.subset_training.full_view      each example seen twice per step: with all trained
                                        channels and with its sampled subset (2x the compute)
+  input.subset_training.single_view    each example seen twice per step: with one of its trained
+                                       channels (uniform, per example) and with its sampled
+                                       subset (2x the compute)
   input.subset_training.distill_weight with full_view: w in [0, 1], the subset view's loss is
                                        (1 - w) CE + w KL(full view || subset view)
 
@@ -34,6 +37,9 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 channels and pairs)
   fullview      with subsets: each example also seen with all its channels in the same step
                 (two views; twice a step's compute; channel_inputs.two_view_loss)
+  soloview      with subsets: each example also seen with one of its channels alone (uniform per
+                example) in the same step: every band's own evidence is trained in every step
+                (two views; twice a step's compute)
   distill=W     with fullview: the subset view learns (1 - W) from the label, W from the full
                 view's prediction (in-place distillation; default 0)
   select=all    the best checkpoint by the mean validation loss over every evaluated subset
@@ -94,6 +100,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.input.subset_training.sampling = "size"
   # Each example also seen with all trained channels in the same step (2B rows, 2x compute).
   config.input.subset_training.full_view = False
+  # Each example also seen with one trained channel alone, uniform per example (2B rows, 2x).
+  config.input.subset_training.single_view = False
   # With full_view: the subset view's loss is (1 - w) CE + w KL(full view || subset view).
   config.input.subset_training.distill_weight = 0.0
 
@@ -156,6 +164,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("input.subset_training.full_view", True,
                       "adds a full-set view to subset training: set "
                       "input.subset_training.enabled (config arg 'subsets')")
+  if config.input.subset_training.single_view:
+    if not config.input.subset_training.enabled:
+      raise ConfigError("input.subset_training.single_view", True,
+                        "adds a one-channel view to subset training: set "
+                        "input.subset_training.enabled (config arg 'subsets')")
+    if config.input.subset_training.full_view:
+      raise ConfigError("input.subset_training.single_view", True,
+                        "the second view is either the full set or one channel: unset "
+                        "input.subset_training.full_view")
+    if config.input.mixup_alpha or config.input.cutmix_alpha:
+      raise ConfigError("input.subset_training.single_view", True,
+                        "mixes the two views' rows with mixup / cutmix: turn those off")
   weight = config.input.subset_training.distill_weight
   if not 0 <= weight <= 1:
     raise ConfigError("input.subset_training.distill_weight", weight, "must be in [0, 1]")
@@ -195,7 +215,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, multiband="", subsets=False,
                               full=-1.0, per_example=False, sampling="size", select="",
-                              fullview=False, distill=0.0,
+                              fullview=False, soloview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
                               ident=DEFAULT_IDENTITY_SCALE)
@@ -229,6 +249,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   config.input.subset_training.per_example = args.per_example
   config.input.subset_training.sampling = args.sampling
   config.input.subset_training.full_view = args.fullview
+  config.input.subset_training.single_view = args.soloview
   config.input.subset_training.distill_weight = args.distill
   config.input.channel_fill = args.fill
   config.input.train_channels = args.train

@@ -106,6 +106,8 @@ def variant_label(config) -> str:
       label += " + full view"
       if config.input.subset_training.distill_weight:
         label += f" distilled ({config.input.subset_training.distill_weight:g})"
+    if config.input.subset_training.get("single_view"):
+      label += " + one-channel view"
   if config.ema_decay:
     label += f" (EMA {config.ema_decay:g})"
   return label + (f" [seed {config.seed}]" if config.seed else "")

@@ -400,6 +400,42 @@ def test_full_view_shows_each_example_with_all_channels_then_with_its_subset(ste
     np.testing.assert_array_equal(kwargs["num_channels"][16:], subset_kwargs["num_channels"])
 
 
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_single_view_shows_each_example_with_one_channel_then_with_its_subset(stem, per_example):
+  settings = {"input.subset_training.enabled": True,
+              "input.subset_training.per_example": per_example}
+  one_view = channel_inputs.make_inputs(_bands_config(stem, **settings))[0]
+  two_views, eval_inputs = channel_inputs.make_inputs(
+      _bands_config(stem, **settings, **{"input.subset_training.single_view": True}))
+  batch = 64
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(batch, 4, 4, 5)), jnp.float32)
+  rng = jax.random.key(5)
+  inputs, kwargs = jax.jit(two_views)(rng, x)
+  subset_inputs, subset_kwargs = jax.jit(one_view)(rng, x)
+  assert inputs.shape[0] == 2 * batch
+  if stem == "dynamic":
+    np.testing.assert_array_equal(inputs, jnp.concatenate([x, x]))
+    first = np.asarray(kwargs["channel_mask"][:batch])
+    np.testing.assert_array_equal(first.sum(1), 1)  # One channel per example...
+    assert set(first.argmax(1)) == set(range(5))  # ...each of the five drawn in 64 examples.
+    np.testing.assert_array_equal(kwargs["channel_mask"][batch:],
+                                  np.broadcast_to(subset_kwargs["channel_mask"], (batch, 5)))
+    return
+  # Rows B.. are what one view would have drawn; each row ..B is one band's eval input.
+  np.testing.assert_array_equal(inputs[batch:], subset_inputs)
+  singles = [eval_inputs(band)(x) for band in BANDS]
+  drawn = set()
+  for row in range(batch):
+    matches = [band for band, (single, _) in enumerate(singles)
+               if np.array_equal(inputs[row], single[row])]
+    assert len(matches) == 1, row
+    drawn.add(matches[0])
+    if stem == "adapter":
+      assert int(kwargs["num_channels"][row]) == 1
+  assert drawn == set(range(5))
+
+
 def test_two_view_loss_by_hand():
   logits = jnp.asarray(np.random.default_rng(0).normal(size=(8, 5)), jnp.float32)
   labels = jnp.asarray([0, 1, 2, 3, 0, 1, 2, 3])

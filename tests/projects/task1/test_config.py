@@ -88,6 +88,8 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
      "config.input.subset_training.sampling='sizes'.*choose from"),
     ("dynamic", "input.subset_training.full_view", True,
      "config.input.subset_training.full_view=True.*set input.subset_training.enabled"),
+    ("dynamic", "input.subset_training.single_view", True,
+     "config.input.subset_training.single_view=True.*set input.subset_training.enabled"),
     ("dynamic", "input.subset_training.distill_weight", 0.5,
      "config.input.subset_training.distill_weight=0.5.*set input.subset_training.full_view"),
 ])
@@ -128,6 +130,22 @@ def test_full_view_settings_are_checked(overrides, message):
   config = task1_config.get_config("dynamic", "demo,subsets,fullview,distill=0.5")
   assert config.input.subset_training.full_view
   assert config.input.subset_training.distill_weight == 0.5
+  projects.validate(config)
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ConfigError, match=message):
+    projects.validate(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"input.subset_training.full_view": True},
+     "config.input.subset_training.single_view=True.*either the full set or one channel"),
+    ({"input.cutmix_alpha": 1.0}, "config.input.subset_training.single_view=True.*mixup"),
+    ({"input.subset_training.distill_weight": 0.5},
+     "config.input.subset_training.distill_weight=0.5.*set input.subset_training.full_view"),
+])
+def test_single_view_settings_are_checked(overrides, message):
+  config = task1_config.get_config("dynamic", "demo,subsets,soloview")
+  assert config.input.subset_training.single_view
   projects.validate(config)
   config.update_from_flattened_dict(overrides)
   with pytest.raises(ConfigError, match=message):

@@ -82,11 +82,13 @@ def test_the_model_takes_every_subsets_evaluation_inputs(stem):
     assert logits.shape == (2, 4)
 
 
-def test_a_full_view_step_trains_on_both_views_of_each_example():
-  """fullview: the step's model sees 2B rows and the trainer repeats the labels for them."""
+@pytest.mark.parametrize("second_view", [
+    {"input.subset_training.full_view": True, "input.subset_training.distill_weight": 0.5},
+    {"input.subset_training.single_view": True}], ids=["fullview", "soloview"])
+def test_a_two_view_step_trains_on_both_views_of_each_example(second_view):
+  """fullview / soloview: the step's model sees 2B rows and the trainer repeats the labels."""
   config = tiny_config("improvedcnn", project="task1", **{
-      "model.stem": "dynamic", "input.subset_training.enabled": True,
-      "input.subset_training.full_view": True, "input.subset_training.distill_weight": 0.5})
+      "model.stem": "dynamic", "input.subset_training.enabled": True, **second_view})
   experiment = projects.build(config)
   seen = {}
 

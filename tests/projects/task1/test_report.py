@@ -199,6 +199,8 @@ def test_variant_labels_from_configs():
       "dynamic stem (K=4, D=8) + subset training + full view")
   assert label("multispectral,subsets,fullview,distill=0.5", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training + full view distilled (0.5)")
+  assert label("multispectral,subsets,per_example,soloview", "dynamic") == (
+      "dynamic stem (K=4, D=8) + subset training per example + one-channel view")
   assert label("multispectral,subsets,train=R+G+B", "dynamic") == (
       "dynamic stem (K=4, D=8) on R+G+B + subset training")
 
