@@ -372,18 +372,24 @@ def test_each_sampled_batch_of_five_channels_is_mapped_as_its_stem_needs(stem):
   assert len(sizes) >= 4, sizes
 
 
-@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
-@pytest.mark.parametrize("per_example", [False, True])
-def test_full_view_shows_each_example_with_all_channels_then_with_its_subset(stem, per_example):
+def _two_views(stem, per_example, view_key, batch):
+  """The inputs of a two-view step (view_key on) and of a one-view step with the same rng, and the
+  eval inputs, on `batch` random 5-band images x."""
   settings = {"input.subset_training.enabled": True,
               "input.subset_training.per_example": per_example}
   one_view = channel_inputs.make_inputs(_bands_config(stem, **settings))[0]
   two_views, eval_inputs = channel_inputs.make_inputs(
-      _bands_config(stem, **settings, **{"input.subset_training.full_view": True}))
-  x = jnp.asarray(np.random.default_rng(4).normal(size=(16, 4, 4, 5)), jnp.float32)
+      _bands_config(stem, **settings, **{view_key: True}))
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(batch, 4, 4, 5)), jnp.float32)
   rng = jax.random.key(5)
-  inputs, kwargs = jax.jit(two_views)(rng, x)
-  subset_inputs, subset_kwargs = jax.jit(one_view)(rng, x)
+  return x, jax.jit(two_views)(rng, x), jax.jit(one_view)(rng, x), eval_inputs
+
+
+@pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_full_view_shows_each_example_with_all_channels_then_with_its_subset(stem, per_example):
+  x, (inputs, kwargs), (subset_inputs, subset_kwargs), eval_inputs = _two_views(
+      stem, per_example, "input.subset_training.full_view", 16)
   full_inputs, full_kwargs = eval_inputs("+".join(BANDS))(x)
   assert inputs.shape[0] == 32
   # Rows B.. are what one view would have drawn (the same rng), rows ..B the full set.
@@ -403,16 +409,9 @@ def test_full_view_shows_each_example_with_all_channels_then_with_its_subset(ste
 @pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
 @pytest.mark.parametrize("per_example", [False, True])
 def test_single_view_shows_each_example_with_one_channel_then_with_its_subset(stem, per_example):
-  settings = {"input.subset_training.enabled": True,
-              "input.subset_training.per_example": per_example}
-  one_view = channel_inputs.make_inputs(_bands_config(stem, **settings))[0]
-  two_views, eval_inputs = channel_inputs.make_inputs(
-      _bands_config(stem, **settings, **{"input.subset_training.single_view": True}))
   batch = 64
-  x = jnp.asarray(np.random.default_rng(4).normal(size=(batch, 4, 4, 5)), jnp.float32)
-  rng = jax.random.key(5)
-  inputs, kwargs = jax.jit(two_views)(rng, x)
-  subset_inputs, subset_kwargs = jax.jit(one_view)(rng, x)
+  x, (inputs, kwargs), (subset_inputs, subset_kwargs), eval_inputs = _two_views(
+      stem, per_example, "input.subset_training.single_view", batch)
   assert inputs.shape[0] == 2 * batch
   if stem == "dynamic":
     np.testing.assert_array_equal(inputs, jnp.concatenate([x, x]))
