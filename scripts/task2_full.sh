@@ -62,7 +62,11 @@ for run in $RUNS; do
   git rev-parse HEAD > "$workdir/commit.txt"
   finished=$(ls -d "$ROOT"/*/report/results.json 2>/dev/null | xargs -r -n1 dirname \
              | xargs -r -n1 dirname | paste -sd, -)
-  python -m minijax.projects.task2.report --workdirs="$finished" --out="$OUT" \
+  # The ablation's reference is Rep4Net with the Task 2 recipe, seed 0 (else the first workdir,
+  # which in name order would be complexcnn).
+  reference=()
+  [ -f "$ROOT/rep4net_s0/report/results.json" ] && reference=(--reference="$ROOT/rep4net_s0")
+  python -m minijax.projects.task2.report --workdirs="$finished" --out="$OUT" "${reference[@]}" \
       --latency_runs=10 > "$OUT/report.log" 2>&1 \
       && echo "$(date -u +%FT%TZ) report over $finished -> $OUT" \
       || echo "$(date -u +%FT%TZ) report failed: $OUT/report.log"
