@@ -218,6 +218,8 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
     data = provenance.data_record(config)
     if is_main:
       provenance.check_resume(config, workdir, data)
+      workdir.mkdir(parents=True, exist_ok=True)
+      provenance.record_launch(workdir, provenance.resumed_step(workdir))
   # Every process checks (they must all leave out the same entries).
   if mode == "train":
     pipeline.check_splits(config.data, ("train", "val", config.eval.split),
@@ -231,7 +233,9 @@ def _run_experiment(config, experiment, workdir: pathlib.Path, mode: str,
     validate = evaluate.make_validator(config, experiment, mesh)
     train.train(config, workdir, experiment, mesh=mesh, validate=validate, data=data)
   results = evaluate.evaluate_workdir(config, workdir, experiment, mesh)
-  results["provenance"] = provenance.results_provenance(config, used)
+  results["provenance"] = {**provenance.results_provenance(config, used),
+                           "code": provenance.code_version(),
+                           "training_launches": provenance.launches(workdir)}
   results["report_dir"] = str(report_dir)
   if is_main:
     report.write(results["report_dir"], results, metrics.read_metrics(workdir))

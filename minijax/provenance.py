@@ -16,20 +16,30 @@ Evaluation (--mode=evaluate) takes the keys that define the model and its inputs
 from the workdir's config.json, so that a checkpoint is evaluated as it was trained; a value given
 on the command line that differs there is refused unless config.eval.override_workdir_config.
 What it used goes into results.json with the checkpoint step and the data's fingerprint.
+
+Each training launch (the first and every resume) appends to WORKDIR/launches.jsonl the code it
+ran (the git commit of minijax's checkout and whether tracked files differed from it, the
+versions of minijax and jax), the command line, the host, the devices and the step it resumed
+from: a run trained over several sessions records every commit that trained it.
 """
 import datetime
+from importlib import metadata
 import json
 import logging
 import pathlib
+import platform
+import subprocess
 import sys
 from typing import Iterable
 
+import jax
 import ml_collections
 
 from minijax import config as config_lib
 from minijax.data import pipeline
 
 DATA_FILE = "data.json"
+LAUNCHES_FILE = "launches.jsonl"
 CHANGES_FILE = "changes.jsonl"
 ALLOW_KEY = "allow_resume_changes"
 
@@ -211,6 +221,53 @@ def evaluation_config(config, workdir: pathlib.Path, given: Iterable[str] | None
     node[leaf] = tuple(old) if isinstance(node[leaf], tuple) and isinstance(old, list) else old
   return config, {"workdir_config": str(path),
                   "overridden": {k: list(changes[k]) for k in given} if override else {}}
+
+
+def code_version() -> dict:
+  """The git commit of minijax's checkout and whether tracked files differ from it (None for
+  both outside a git checkout, e.g. a wheel install), and the minijax and jax versions."""
+  package = pathlib.Path(__file__).resolve().parent
+
+  def git(*args):
+    try:
+      done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True,
+                            timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+  commit = git("rev-parse", "HEAD")
+  status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+  try:
+    version = metadata.version("minijax")
+  except metadata.PackageNotFoundError:
+    version = None
+  return {"commit": commit, "dirty": None if status is None else bool(status),
+          "minijax": version, "jax": jax.__version__}
+
+
+def record_launch(workdir: pathlib.Path, resumed_from: int | None) -> None:
+  """Appends this training launch to WORKDIR/launches.jsonl (see the module doc)."""
+  record = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "resumed_from_step": resumed_from, **code_version(), "argv": sys.argv,
+            "host": platform.node(), "processes": jax.process_count(),
+            "devices": [str(d) for d in jax.devices()][:8], "device_count": jax.device_count()}
+  with open(workdir / LAUNCHES_FILE, "a", encoding="utf-8") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def launches(workdir: pathlib.Path) -> list[dict]:
+  """The records of WORKDIR/launches.jsonl (none for a workdir trained before it existed)."""
+  path = pathlib.Path(workdir) / LAUNCHES_FILE
+  if not path.is_file():
+    return []
+  records = []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      continue  # A line cut short by a full disk.
+  return records
 
 
 def results_provenance(config, used: dict) -> dict:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
-from minijax import checkpointing, evaluate, experiment, main, metrics, report, sharding, train
+from minijax import (checkpointing, evaluate, experiment, main, metrics, provenance, report,
+                     sharding, train)
 from minijax import config as config_lib
 
 
@@ -83,6 +84,15 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
   # The resumed half saw the same batches: its logged losses equal the straight run's.
   np.testing.assert_allclose(_train_losses(tmp_path / "resumed"), _train_losses(tmp_path / "straight"),
                              rtol=1e-5)
+  # Each launch recorded the code that trained it; the report carries them.
+  launches = provenance.launches(tmp_path / "resumed")
+  assert [launch["resumed_from_step"] for launch in launches] == [None, 6]
+  git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                       text=True, check=False)
+  assert {launch["commit"] for launch in launches} == {git.stdout.strip() or None}
+  assert all(launch["jax"] == jax.__version__ and launch["argv"] for launch in launches)
+  results = json.loads((tmp_path / "resumed" / "report" / "results.json").read_text())
+  assert results["provenance"]["training_launches"] == launches
 
 
 def _run_main(workdir, *args, env_extra=None, timeout=300):
