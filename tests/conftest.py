@@ -1,6 +1,5 @@
 """Session fixtures: generated datasets and compiled programs go to temporary folders, never the
 user's caches. And `decodes`, the image decodes a test makes."""
-import importlib.util
 import os
 
 import jax
@@ -15,25 +14,11 @@ def _isolated_caches(tmp_path_factory):
   # CLI runs it starts: the many tiny configs share most programs, and XLA's CPU compilation is
   # most of a tiny run's time. The same program gives the same executable: no number changes.
   os.environ.setdefault("MINIJAX_DATA_DIR", str(tmp_path_factory.mktemp("minijax_data")))
-  cache = os.environ.setdefault("MINIJAX_COMPILATION_CACHE_DIR", str(_compilation_cache_dir(
-      tmp_path_factory)))
+  cache = os.environ.setdefault("MINIJAX_COMPILATION_CACHE_DIR",
+                                str(tmp_path_factory.mktemp("jax_compilation_cache")))
   if "MINIJAX_WIRING_JIT_CACHE" not in os.environ:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-def _compilation_cache_dir(tmp_path_factory):
-  """One cache for all pytest-xdist workers (they share the parent of their base temp). A size
-  bound turns on JAX's file lock around each entry, so that no process reads one half written."""
-  base = tmp_path_factory.getbasetemp()
-  if not os.environ.get("PYTEST_XDIST_WORKER") or importlib.util.find_spec("filelock") is None:
-    return tmp_path_factory.mktemp("jax_compilation_cache")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
-  jax.config.update("jax_compilation_cache_max_size", int(os.environ[
-      "JAX_COMPILATION_CACHE_MAX_SIZE"]))
-  path = base.parent / "jax_compilation_cache"
-  path.mkdir(exist_ok=True)
-  return path
 
 
 @pytest.fixture
