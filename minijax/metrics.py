@@ -97,7 +97,12 @@ def _drop_records_after(path: pathlib.Path, step: int) -> None:
 
 
 def read_metrics(workdir) -> list[dict]:
-  path = pathlib.Path(workdir) / METRICS_FILE
+  return read_jsonl(pathlib.Path(workdir) / METRICS_FILE)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+  """The records of a JSON-lines file that minijax appends to ([] if it does not exist), less
+  blank lines and a last line cut short."""
   if not path.exists():
     return []
   records = (_parse(line) for line in path.read_text(encoding="utf-8").splitlines())

@@ -35,7 +35,7 @@ from typing import Iterable
 import jax
 import ml_collections
 
-from minijax import config as config_lib
+from minijax import config as config_lib, metrics
 from minijax.data import pipeline
 
 DATA_FILE = "data.json"
@@ -258,16 +258,7 @@ def record_launch(workdir: pathlib.Path, resumed_from: int | None) -> None:
 
 def launches(workdir: pathlib.Path) -> list[dict]:
   """The records of WORKDIR/launches.jsonl (none for a workdir trained before it existed)."""
-  path = pathlib.Path(workdir) / LAUNCHES_FILE
-  if not path.is_file():
-    return []
-  records = []
-  for line in path.read_text(encoding="utf-8").splitlines():
-    try:
-      records.append(json.loads(line))
-    except ValueError:
-      continue  # A line cut short by a full disk.
-  return records
+  return metrics.read_jsonl(pathlib.Path(workdir) / LAUNCHES_FILE)
 
 
 def results_provenance(config, used: dict) -> dict:
