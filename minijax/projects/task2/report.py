@@ -5,7 +5,9 @@ r"""Task 2 comparison report over finished workdirs: CSV, markdown and PNG.
 
 Comparison table (one row per workdir): test accuracy (RGB, the best checkpoint's report; the
 workdir is evaluated and its report written first when it is missing), ratio to the ResNet34
-workdir trained with the same recipe (same config apart from model.*), layers by the Task 2 rule
+workdirs trained with the same recipe (same config apart from model.* and seed; their mean when
+there are several seeds) and to the best ResNet34 workdir of any recipe (its ceiling as far as
+the workdirs go), layers by the Task 2 rule
 (minijax.projects.task2.layer_count), parameters (training form; merged inference form for
 rep4net), inference GFLOPs per image (XLA cost analysis of the inference form at the config's image
 size), training throughput (median images/s of the logged windows after the first, which holds
@@ -15,6 +17,9 @@ checkpoint (its EMA weights when kept), for rep4net merged by rep4net.merge_vari
 
 Ablation table: every workdir of the reference's model, named by the config keys in which it
 differs from the reference (the full model with the main recipe), with its accuracy difference.
+
+Seeds table: workdirs that differ only in config.seed (same model and recipe), two or more:
+their test accuracy's mean, sample standard deviation and range, and the mean of each ratio.
 
 results.json: the comparison rows with each run's validation accuracy and, where the workdir holds
 them (scripts/task2_full.sh writes them), the command that trained it (command.txt) and the
@@ -64,8 +69,14 @@ def _trained_keys(config: ml_collections.ConfigDict) -> dict:
 
 
 def recipe_signature(config: ml_collections.ConfigDict) -> str:
-  """Everything that defines the training run except the model."""
-  return json.dumps({k: v for k, v in _trained_keys(config).items() if not k.startswith("model.")},
+  """Everything that defines the training run except the model and the seed."""
+  return json.dumps({k: v for k, v in _trained_keys(config).items()
+                     if not k.startswith("model.") and k != "seed"}, sort_keys=True, default=str)
+
+
+def seed_signature(config: ml_collections.ConfigDict) -> str:
+  """Everything that defines the training run except the seed."""
+  return json.dumps({k: v for k, v in _trained_keys(config).items() if k != "seed"},
                     sort_keys=True, default=str)
 
 
@@ -144,16 +155,25 @@ def measure(run: reporting.Run, latency_runs: int) -> dict:
           "latency_ms_batch1": 1000 * measured["seconds"]}
 
 
+def _ratio(accuracy: float, base: float | None):
+  return round(accuracy / base, 4) if base else ""
+
+
 def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[dict]]:
-  resnets = {recipe_signature(r["config"]): r for r in runs if r["model"] == "resnet34"}
+  resnets: dict[str, list[float]] = {}
+  for r in runs:
+    if r["model"] == "resnet34":
+      resnets.setdefault(recipe_signature(r["config"]), []).append(r["test_accuracy"])
+  best_resnet = max((a for accs in resnets.values() for a in accs), default=None)
   comparison = []
   for run in runs:
-    base = resnets.get(recipe_signature(run["config"]))
+    same_recipe = resnets.get(recipe_signature(run["config"]))
     comparison.append({
         "workdir": run["name"], "model": run["model"],
         "test_acc_%": round(100 * run["test_accuracy"], 2),
-        "ratio_to_resnet34_same_recipe": (round(run["test_accuracy"] / base["test_accuracy"], 4)
-                                          if base and base["test_accuracy"] > 0 else ""),
+        "ratio_to_resnet34_same_recipe": _ratio(
+            run["test_accuracy"], statistics.mean(same_recipe) if same_recipe else None),
+        "ratio_to_best_resnet34": _ratio(run["test_accuracy"], best_resnet),
         "layers": run["layers"], "params_M": round(run["params_inference"] / 1e6, 3),
         "params_train_form_M": round(run["params_train_form"] / 1e6, 3),
         "inference_GFLOPs": round(run["gflops_per_image"], 4),
@@ -173,6 +193,33 @@ def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[di
   return comparison, ablation
 
 
+def seed_table(runs: list[dict], comparison: list[dict]) -> list[dict]:
+  """One row per group of two or more workdirs that differ only in config.seed."""
+  groups: dict[str, list[tuple[dict, dict]]] = {}
+  for run, row in zip(runs, comparison):
+    groups.setdefault(seed_signature(run["config"]), []).append((run, row))
+  table = []
+  for members in groups.values():
+    if len(members) < 2:
+      continue
+    accuracy = [row["test_acc_%"] for _, row in members]
+
+    def mean_of(key):
+      values = [row[key] for _, row in members if row[key] != ""]
+      return round(statistics.mean(values), 4) if values else ""
+
+    table.append({
+        "model": members[0][0]["model"],
+        "workdirs": " ".join(run["name"] for run, _ in members),
+        "seeds": " ".join(str(run["config"].seed) for run, _ in members),
+        "test_acc_mean_%": round(statistics.mean(accuracy), 2),
+        "test_acc_std": round(statistics.stdev(accuracy), 2),
+        "test_acc_min_%": min(accuracy), "test_acc_max_%": max(accuracy),
+        "ratio_to_resnet34_same_recipe_mean": mean_of("ratio_to_resnet34_same_recipe"),
+        "ratio_to_best_resnet34_mean": mean_of("ratio_to_best_resnet34")})
+  return table
+
+
 def _markdown(rows: list[dict]) -> list[str]:
   keys = list(rows[0])
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -188,11 +235,12 @@ def result_record(row: dict, run: dict) -> dict:
   return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
-def write(out: pathlib.Path, comparison, ablation, reference, records=()) -> None:
+def write(out: pathlib.Path, comparison, ablation, reference, records=(), seeds=()) -> None:
   out.mkdir(parents=True, exist_ok=True)
   (out / "results.json").write_text(json.dumps(
-      {"reference": reference["name"], "runs": list(records)}, indent=1) + "\n")
-  for name, rows in (("comparison", comparison), ("ablation", ablation)):
+      {"reference": reference["name"], "runs": list(records), "seeds": list(seeds)},
+      indent=1) + "\n")
+  for name, rows in (("comparison", comparison), ("ablation", ablation), ("seeds", seeds)):
     if rows:
       with open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -203,6 +251,9 @@ def write(out: pathlib.Path, comparison, ablation, reference, records=()) -> Non
   lines += _markdown(comparison)
   if ablation:
     lines += ["", "## Ablation (vs the reference)", ""] + _markdown(ablation)
+  if seeds:
+    lines += ["", "## Seeds (workdirs that differ only in config.seed; std: sample)", ""]
+    lines += _markdown(seeds)
   (out / "report.md").write_text("\n".join(lines) + "\n")
 
   fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(comparison)), 4))
@@ -251,7 +302,7 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
     ref = next((r for r in runs if r["model"] == "rep4net"), runs[0])
   comparison, ablation = build_tables(runs, ref)
   records = [result_record(row, run) for row, run in zip(comparison, runs)]
-  write(pathlib.Path(out), comparison, ablation, ref, records)
+  write(pathlib.Path(out), comparison, ablation, ref, records, seed_table(runs, comparison))
   return comparison, ablation
 
 

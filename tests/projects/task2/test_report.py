@@ -36,13 +36,18 @@ def test_recipes_are_matched_and_ablations_named_on_merged_configs(tmp_path):
     _write_config(tmp_path / name, config)
   load = lambda name: projects.load_workdir_config(tmp_path / name)  # noqa: E731
   assert report.recipe_signature(load("resnet")) == report.recipe_signature(load("variant"))
-  assert report.config_diff(load("variant"), load("base")) == "model.attention: True -> False"
+  variant["seed"] = base["seed"] + 1  # Nor is the seed part of the recipe.
+  _write_config(tmp_path / "variant", variant)
+  assert report.recipe_signature(load("resnet")) == report.recipe_signature(load("variant"))
+  assert report.config_diff(load("variant"), load("base")) == (
+      f"model.attention: True -> False; seed: {base['seed']} -> {base['seed'] + 1}")
   assert report.config_diff(load("base"), load("base")) == "(reference)"
   variant["loss"]["label_smoothing"] = 0.1
   _write_config(tmp_path / "variant", variant)
   assert report.recipe_signature(load("resnet")) != report.recipe_signature(load("variant"))
   assert report.config_diff(load("variant"), load("base")) == (
-      "loss.label_smoothing: 0.0 -> 0.1; model.attention: True -> False")
+      "loss.label_smoothing: 0.0 -> 0.1; model.attention: True -> False; "
+      f"seed: {base['seed']} -> {base['seed'] + 1}")
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +109,21 @@ def test_comparison_and_ablation_tables(workdirs, tmp_path):
       "accuracy"]
   assert rows["resnet34"]["test_acc_%"] == round(100 * resnet_accuracy, 2)
   assert np.isnan(rows["resnet34"]["train_img_per_s"]) and rows["resnet34"]["steps"] == 0
-  # Same recipe (only model.* differs): the ratio; the seed-1 copy has another recipe.
+  # Same recipe (only model.* and the seed differ): the ratio, for both seeds; the only ResNet34
+  # is also the best.
   expected = round(accuracy / resnet_accuracy, 4) if resnet_accuracy > 0 else ""
-  assert rows["rep4net"]["ratio_to_resnet34_same_recipe"] == expected
-  assert rows["rep4net_seed1"]["ratio_to_resnet34_same_recipe"] == ""
+  for name in ("rep4net", "rep4net_seed1"):
+    assert rows[name]["ratio_to_resnet34_same_recipe"] == expected, name
+    assert rows[name]["ratio_to_best_resnet34"] == expected, name
   assert [(a["workdir"], a["change"], a["delta_points"]) for a in ablations] == [
       ("rep4net", "(reference)", 0.0), ("rep4net_seed1", "seed: 0 -> 1", 0.0)]
-  for name in ("comparison.csv", "ablation.csv", "report.md", "comparison.png", "ablation.png"):
+  # The two seeds of one config: one row (the copies have the same accuracy: std 0).
+  (seeds,) = json.loads((tmp_path / "results.json").read_text())["seeds"]
+  assert (seeds["workdirs"], seeds["seeds"]) == ("rep4net rep4net_seed1", "0 1")
+  assert seeds["test_acc_mean_%"] == rows["rep4net"]["test_acc_%"] and seeds["test_acc_std"] == 0
+  assert seeds["ratio_to_resnet34_same_recipe_mean"] == expected
+  for name in ("comparison.csv", "ablation.csv", "seeds.csv", "report.md", "comparison.png",
+               "ablation.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   with open(tmp_path / "comparison.csv") as f:
     assert [r["model"] for r in csv.DictReader(f)] == ["rep4net", "rep4net", "resnet34"]
@@ -125,6 +138,7 @@ def test_comparison_and_ablation_tables(workdirs, tmp_path):
   markdown = (tmp_path / "report.md").read_text()
   assert "Reference (full model, main recipe): `rep4net`." in markdown
   assert "| rep4net_seed1 | seed: 0 -> 1 |" in markdown
+  assert "| rep4net | rep4net rep4net_seed1 | 0 1 |" in markdown
   with pytest.raises(ValueError, match="is not among --workdirs"):
     report.report([str(reference)], str(tmp_path), reference=str(resnet))
 
