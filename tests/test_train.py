@@ -31,6 +31,28 @@ def _latest_variables(workdir, config):
   return restored["variables"], restored["opt_state"], restored["meta"]
 
 
+@pytest.mark.parametrize("model, project, overrides", [
+    ("complexcnn", "", {"model.weight_init": "torch"}),   # PyTorch's (the seed's) uniform init
+    ("resnet18", "", {"model.weight_init": "flax"}),      # truncated normals, BatchNorm
+    ("complexcnn", "task1", {"model.stem": "dynamic"}),   # the dynamic stem's embeddings
+])
+def test_the_initial_state_is_the_default_compiled_init_bit_for_bit(model, project, overrides):
+  # create_train_state compiles the init with train.INIT_COMPILER_OPTIONS on the CPU (faster);
+  # the variables must not change by a bit: the golden numbers and every seed depend on them.
+  from minijax import projects
+  config = tiny_config(model, project=project)
+  with config.unlocked():  # weight_init is a field of configs/*.py, not of the core schema.
+    config.update_from_flattened_dict(overrides)
+  exp = projects.build(config)
+  rng = jax.random.key(3)
+  state = train.create_train_state(exp, exp.optimizer(6), sharding.make_mesh(), rng)
+  reference = jax.jit(exp.init_variables)(rng)
+  for name in ("params", "batch_stats"):
+    got, want = jax.tree.leaves(getattr(state, name)), jax.tree.leaves(reference[name])
+    assert len(got) == len(want) and all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, want)), name
+
+
 def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
   config = tiny_config(num_epochs=4, **{"data.image_size": 32})
   results = main.run_experiment(config, tmp_path)
