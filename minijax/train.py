@@ -139,6 +139,12 @@ def _zero_metrics() -> dict:
   return {k: jnp.zeros((), jnp.float32) for k in ("loss", "accuracy", "grad_norm")}
 
 
+def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
+  """(the initialisation's rng, the training steps' rng) of a run with config.seed = seed."""
+  init_rng, train_rng = jax.random.split(jax.random.key(seed))
+  return init_rng, train_rng
+
+
 def create_train_state(experiment: experiment_lib.Experiment, tx: optax.GradientTransformation,
                        mesh, rng: jax.Array) -> TrainState:
   def init():
@@ -422,7 +428,7 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
                                  f"exceeds the {len(train_source)} training examples")
   num_steps = steps_per_epoch * config.num_epochs
 
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  init_rng, train_rng = seed_rngs(config.seed)
   state = create_train_state(experiment, experiment.optimizer(steps_per_epoch), mesh, init_rng)
   workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpointing.make_manager(workdir, config.checkpoint_keep_best)

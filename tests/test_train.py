@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
-from minijax import (checkpointing, evaluate, experiment, main, metrics, provenance, report,
-                     sharding, train)
+from minijax import (checkpointing, evaluate, experiment, main, metrics, projects, provenance,
+                     report, sharding, train)
 from minijax import config as config_lib
 
 
@@ -39,7 +39,6 @@ def _latest_variables(workdir, config):
 def test_the_initial_state_is_the_default_compiled_init_bit_for_bit(model, project, overrides):
   # create_train_state compiles the init with train.INIT_COMPILER_OPTIONS on the CPU (faster);
   # the variables must not change by a bit: the golden numbers and every seed depend on them.
-  from minijax import projects
   config = tiny_config(model, project=project)
   with config.unlocked():  # weight_init is a field of configs/*.py, not of the core schema.
     config.update_from_flattened_dict(overrides)

@@ -93,7 +93,7 @@ def _check_dynamic_run(workdir, results, mean, std):
   assert stem["embedding"]["embedding"].shape == (4, 8)  # One embedding per data channel.
   # The NIR embedding learned (it is drawn in subset training): it moved from the run's own
   # initial value, the trainer's init recomputed bit for bit (its rng and compiled form).
-  init_rng, _ = jax.random.split(jax.random.key(config.seed))
+  init_rng, _ = train.seed_rngs(config.seed)
   initial = jax.device_get(train.jit_cpu(run.experiment.init_variables,
                                          train.INIT_COMPILER_OPTIONS)(init_rng))
   moved = np.abs(initial["params"]["stem"]["embedding"]["embedding"][3]
