@@ -36,6 +36,8 @@ class Experiment:
   optimizer       steps_per_epoch -> optax transformation
   ema_decay       > 0: an EMA of the parameters is kept, validated and saved
   load_frozen     mesh -> frozen variables the loss reads (None: none), e.g. a teacher's
+  aux_loss        (the model's sown 'intermediates', targets) -> scalar added to the loss in
+                  training (None: none; the train step then does not collect intermediates)
   """
   model: nn.Module
   init_inputs: Callable[[], tuple[jax.Array, dict]]
@@ -48,6 +50,7 @@ class Experiment:
   optimizer: Callable[[int], optax.GradientTransformation]
   ema_decay: float = 0.0
   load_frozen: Callable[[Any], Any] = lambda mesh: None
+  aux_loss: Callable[[dict, jax.Array], jax.Array] | None = None
 
   def init_variables(self, rng: jax.Array) -> dict:
     inputs, kwargs = self.init_inputs()

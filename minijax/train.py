@@ -80,8 +80,12 @@ def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
-               augment, train_inputs, batch_augment, loss, ema_decay: float = 0.0):
-  """One update on a global batch {'image': uint8 (B, H, W, C), 'label': int32 (B,)}."""
+               augment, train_inputs, batch_augment, loss, ema_decay: float = 0.0,
+               aux_loss=None):
+  """One update on a global batch {'image': uint8 (B, H, W, C), 'label': int32 (B,)}.
+
+  aux_loss: (the model's sown 'intermediates', targets) -> a scalar added to the loss (None: the
+  model's intermediates are not collected)."""
   rngs = step_rngs(rng, state.step)
   images = augment(rngs["augment"], batch["image"])
   inputs, model_kwargs = train_inputs(rngs["channels"], images)
@@ -96,8 +100,12 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
   def loss_of(params):
     logits, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
-        mutable=["batch_stats"], rngs={"dropout": rngs["dropout"]}, **model_kwargs)
-    return loss(logits, targets, inputs, frozen), (logits, updates)
+        mutable=["batch_stats"] + (["intermediates"] if aux_loss else []),
+        rngs={"dropout": rngs["dropout"]}, **model_kwargs)
+    value = loss(logits, targets, inputs, frozen)
+    if aux_loss:
+      value = value + aux_loss(updates.pop("intermediates", {}), targets)
+    return value, (logits, updates)
 
   (value, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   new_state = state.apply_gradients(
@@ -204,7 +212,7 @@ def step_function(experiment: experiment_lib.Experiment) -> Callable:
   return functools.partial(
       train_step, augment=experiment.augment, train_inputs=experiment.train_inputs,
       batch_augment=experiment.batch_augment, loss=experiment.loss,
-      ema_decay=experiment.ema_decay)
+      ema_decay=experiment.ema_decay, aux_loss=experiment.aux_loss)
 
 
 # ------------------------------------------------------------------------------------ input feed

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from minijax import channels, config as config_lib
+from minijax import channels, config as config_lib, losses
 from minijax.projects.task1 import stems
 
 FILLS = ("seed", "zero", "none")
@@ -203,3 +203,21 @@ def two_view_loss(loss, distill_weight: float):
       subset_loss = (1.0 - distill_weight) * subset_loss + distill_weight * kl
     return 0.5 * (loss(full_logits, full_targets, full_inputs, frozen) + subset_loss)
   return two_view
+
+
+def band_loss(weight: float):
+  """The auxiliary loss of the dynamic stem's per-channel head (DynamicConvStem.band_classes):
+  `weight` times the mean over examples and channels of each channel's cross-entropy with the
+  example's target. Every channel of the input counts, whichever subset the main loss sees: each
+  band's own evidence is trained in every step, against a shortcut band that solves the subsets
+  holding it first (issue 29, two_band)."""
+  def aux(intermediates, targets):
+    found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]
+             if any(getattr(key, "key", None) == "band_logits" for key in path)]
+    if len(found) != 1:
+      raise ValueError(f"band_loss expects one sown 'band_logits', found {len(found)}")
+    logits = found[0]                                                      # (B, C, classes)
+    channels_count = logits.shape[1]
+    targets = jnp.repeat(targets, channels_count, axis=0)
+    return weight * losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+  return aux

@@ -20,6 +20,9 @@ Fields added to the core schema (minijax.config):
                                        subset (2x the compute)
   input.subset_training.distill_weight with full_view: w in [0, 1], the subset view's loss is
                                        (1 - w) CE + w KL(full view || subset view)
+  model.stem_options.band_loss_weight  dynamic stem, late fusion: w > 0 adds w times the mean
+                                       cross-entropy of a linear head on each channel's own
+                                       pooled stem features (every channel, every example)
 
 Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   demo          the embedded synthetic dataset at 32 px
@@ -42,6 +45,9 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 (two views; twice a step's compute)
   distill=W     with fullview: the subset view learns (1 - W) from the label, W from the full
                 view's prediction (in-place distillation; default 0)
+  bandloss=W    dynamic stem, fusion=late: an auxiliary loss, W times the mean over channels of a
+                shared linear head's cross-entropy on each channel's own pooled stem features
+                (each band's evidence trained in every step, whichever subset is drawn; ~free)
   select=all    the best checkpoint by the mean validation loss over every evaluated subset
                 (eval.val_subsets; default: the loss on the trained channels)
   backbone=NAME complexcnn (default), resnet34, resnet18, improvedcnn
@@ -86,6 +92,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.model.stem_options.channel_pooling = "mean"
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
   config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
+  # Dynamic stem, late fusion: > 0 adds this weight times a per-channel head's cross-entropy.
+  config.model.stem_options.band_loss_weight = 0.0
   config.model.stem_options.adapter_kernel_size = 3  # Adapters: the n->3 convs' kernel size.
   # Naive models: 'seed' (duplicate / zero third), 'zero' (in place), 'none' (a specialist).
   config.input.channel_fill = "seed"
@@ -146,6 +154,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "must be >= 0")
   if options.fusion not in FUSIONS:
     raise ConfigError("model.stem_options.fusion", options.fusion, f"choose from {FUSIONS}")
+  if not options.band_loss_weight >= 0:
+    raise ConfigError("model.stem_options.band_loss_weight", options.band_loss_weight,
+                      "must be >= 0")
+  if options.band_loss_weight and (stem != "dynamic" or options.fusion != "late"):
+    raise ConfigError("model.stem_options.band_loss_weight", options.band_loss_weight,
+                      "trains a head on each channel's own stem features: it needs "
+                      "model.stem='dynamic' with model.stem_options.fusion='late'")
   if options.channel_pooling not in CHANNEL_POOLINGS:
     raise ConfigError("model.stem_options.channel_pooling", options.channel_pooling,
                       f"choose from {CHANNEL_POOLINGS}")
@@ -218,7 +233,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               fullview=False, soloview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
-                              ident=DEFAULT_IDENTITY_SCALE)
+                              ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -230,9 +245,10 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   if args.specialist and (stem != "conv" or args.subsets or args.train or "fill" in given):
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
-  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident"} & given:
-    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident= apply to the dynamic "
-                     "config (configs/task1_dynamic.py)")
+  if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
+                            "bandloss"} & given:
+    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss= apply to "
+                     "the dynamic config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -271,4 +287,5 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.fusion = args.fusion
   options.channel_pooling = args.pool
   options.identity_scale = args.ident
+  options.band_loss_weight = args.bandloss
   return config

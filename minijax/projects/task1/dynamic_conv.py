@@ -76,6 +76,11 @@ class DynamicConvStem(nn.Module):
   # every channel with nearly the same kernel (channel-blind); 1.0 starts them as different as
   # independent kernels (issue 29, two_band: bands that hold unrelated content).
   identity_scale: float = DEFAULT_IDENTITY_SCALE
+  # > 0 (late fusion): a linear head shared by the channels classifies each channel's own
+  # spatially pooled features into this many classes; the logits (B, C, classes) are sown into
+  # the 'intermediates' collection as 'band_logits' for an auxiliary per-band loss
+  # (band_loss, issue 29). Every channel's, present or not: the input holds all of them in training.
+  band_classes: int = 0
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -84,6 +89,9 @@ class DynamicConvStem(nn.Module):
     if self.channel_pooling not in CHANNEL_POOLINGS:
       raise ValueError(f"channel_pooling must be one of {CHANNEL_POOLINGS}, "
                        f"got {self.channel_pooling!r}")
+    if self.band_classes and self.fusion != "late":
+      raise ValueError("band_classes (a per-channel head) needs fusion='late': early fusion has "
+                       "no per-channel features")
     names = parse_names(self.channel_names)
     k, size, width = self._num_generated(), self.kernel_size, self.features
     self.embedding = nn.Embed(len(names), self.embed_dim,
@@ -110,6 +118,8 @@ class DynamicConvStem(nn.Module):
     if self.attention and k > 1:
       self.attention_in = nn.Dense(self.attention_hidden, name="attention_in")
       self.attention_out = nn.Dense(k, name="attention_out")
+    if self.band_classes:
+      self.band_head = nn.Dense(self.band_classes, name="band_head")
 
   def _num_generated(self) -> int:
     return self.num_kernels if self.attention else 1
@@ -239,5 +249,8 @@ class DynamicConvStem(nn.Module):
         y = y + self.bias.astype(self.dtype)
       outputs.append(nn.relu(y))
     stacked_outputs = jnp.stack(outputs, axis=-2)                           # (B, H', W', C, F)
+    if self.band_classes:
+      pooled = jnp.mean(stacked_outputs.astype(jnp.float32), axis=(1, 2))    # (B, C, F)
+      self.sow("intermediates", "band_logits", self.band_head(pooled))
     scale = scale if scale.ndim == 1 else scale[:, None, None, :]
     return jnp.sum(stacked_outputs * scale[..., None].astype(self.dtype), axis=-2)

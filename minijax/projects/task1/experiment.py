@@ -1,6 +1,6 @@
 """Task 1's experiment: the core one with a channel-adaptive model and Task 1's channel inputs
 (a sampled channel subset per batch when subset training is on; with full_view, the two-view
-loss)."""
+loss; with band_loss_weight, the per-channel head's auxiliary loss)."""
 import dataclasses
 
 import jax.numpy as jnp
@@ -29,6 +29,8 @@ def build(config) -> experiment.Experiment:
   loss = base.loss
   if sampling.enabled and sampling.full_view:
     loss = channel_inputs.two_view_loss(loss, sampling.distill_weight)
+  weight = config.model.stem_options.band_loss_weight
   return dataclasses.replace(
       base, train_inputs=train_inputs, eval_inputs=eval_inputs, loss=loss,
+      aux_loss=channel_inputs.band_loss(weight) if weight else None,
       init_inputs=lambda: (jnp.zeros((1, size, size, num_inputs), jnp.float32), {}))

@@ -86,6 +86,8 @@ def variant_label(config) -> str:
       extras.append("learned pooling")
     if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
+    if options.get("band_loss_weight"):
+      extras.append(f"band loss {options.band_loss_weight:g}")
     label = f"dynamic stem ({', '.join(extras)})"
   if config.input.channel_fill == "none":
     label = f"specialist {config.input.train_channels}"

@@ -135,7 +135,8 @@ def dynamic_stem_factory(config):
       embed_dim=options.embed_dim, attention=options.attention,
       attention_hidden=options.attention_hidden, temperature=options.temperature,
       fusion=options.fusion, channel_pooling=options.channel_pooling,
-      identity_scale=options.identity_scale)
+      identity_scale=options.identity_scale,
+      band_classes=config.data.num_classes if options.band_loss_weight else 0)
 
 
 GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")

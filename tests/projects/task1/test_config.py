@@ -92,6 +92,10 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
      "config.input.subset_training.single_view=True.*set input.subset_training.enabled"),
     ("dynamic", "input.subset_training.distill_weight", 0.5,
      "config.input.subset_training.distill_weight=0.5.*set input.subset_training.full_view"),
+    ("dynamic", "model.stem_options.band_loss_weight", 0.5,
+     "config.model.stem_options.band_loss_weight=0.5.*fusion='late'"),
+    ("conv", "model.stem_options.band_loss_weight", 0.5, "needs model.stem='dynamic'"),
+    ("dynamic", "model.stem_options.band_loss_weight", -1.0, "must be >= 0"),
 ])
 def test_validate_names_the_bad_key(stem, key, value, message):
   config = task1_config.get_config(stem, "demo")
@@ -150,3 +154,11 @@ def test_single_view_settings_are_checked(overrides, message):
   config.update_from_flattened_dict(overrides)
   with pytest.raises(ConfigError, match=message):
     projects.validate(config)
+
+
+def test_the_band_loss_config_arg():
+  config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
+  assert config.model.stem_options.band_loss_weight == 0.5
+  projects.validate(config)
+  with pytest.raises(ValueError, match="bandloss= apply to the dynamic config"):
+    task1_config.get_config("conv", "demo,bandloss=0.5")

@@ -280,3 +280,28 @@ def test_identity_scale_sets_how_far_the_channels_kernels_start_apart(identity_s
   shared_std = np.asarray(params["params"]["generator_bias"]).std()
   assert shared_std == pytest.approx(1 / 3, rel=0.1)
   assert own.std() / shared_std == pytest.approx(identity_scale, rel=0.25)
+
+
+def test_the_band_head_classifies_each_channels_own_pooled_features():
+  # band_logits[:, i] = head(mean over space of relu(conv(x_i) + bias)): without attention the
+  # channel's conv does not depend on the others, so it is the stem's output on channel i alone.
+  stem = _stem(fusion="late", attention=False, band_classes=5)
+  x = _x()
+  params = _perturbed(jax.jit(stem.init)(jax.random.key(0), x))
+  mask = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # Sown for every channel, present or not.
+  _, sown = stem.apply(params, x, channel_ids=np.arange(3), channel_mask=mask,
+                       mutable=["intermediates"])
+  (band_logits,) = sown["intermediates"]["band_logits"]
+  assert band_logits.shape == (2, 3, 5)
+  head = params["params"]["band_head"]
+  for i in range(3):
+    alone = _apply(stem, params, x[..., i:i + 1], np.array([i]))
+    expected = jnp.mean(alone, axis=(1, 2)) @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(band_logits[:, i], expected, atol=1e-5)
+  # Not collected unless asked for: evaluation is the stem's output alone.
+  assert stem.apply(params, x, channel_ids=np.arange(3)).shape == (2, 16, 16, 8)
+
+
+def test_a_band_head_needs_late_fusion():
+  with pytest.raises(ValueError, match="band_classes.*fusion='late'"):
+    jax.eval_shape(_stem(fusion="early", band_classes=4).init, jax.random.key(0), _x())

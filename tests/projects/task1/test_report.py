@@ -201,6 +201,8 @@ def test_variant_labels_from_configs():
       "dynamic stem (K=4, D=8) + subset training + full view distilled (0.5)")
   assert label("multispectral,subsets,per_example,soloview", "dynamic") == (
       "dynamic stem (K=4, D=8) + subset training per example + one-channel view")
+  assert label("multispectral,subsets,fusion=late,bandloss=0.5", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion, band loss 0.5) + subset training")
   assert label("multispectral,subsets,train=R+G+B", "dynamic") == (
       "dynamic stem (K=4, D=8) on R+G+B + subset training")
 
