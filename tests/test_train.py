@@ -1,4 +1,5 @@
 """The trainer end to end on a tiny config: learning, checkpoints, resume, devices, the CLI."""
+import functools
 import json
 import os
 import signal
@@ -6,8 +7,11 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from helpers import REPO, cli_overrides, tiny_config
@@ -295,3 +299,49 @@ def test_a_signal_at_an_epoch_end_stops_on_the_epoch_checkpoint(tmp_path):
                 validate=validate)
   assert stopped.value.step == 6
   assert checkpointing.make_manager(tmp_path).all_steps() == [6]
+
+
+class _SowingLinear(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    hidden = nn.Dense(3, name="hidden")(x.reshape(x.shape[0], -1))
+    self.sow("intermediates", "features", hidden)
+    return nn.Dense(2, name="out")(hidden)
+
+
+def test_an_aux_loss_on_the_models_sown_intermediates_joins_the_step_loss():
+  """Experiment.aux_loss: the step collects what the model sows and adds the aux loss to the
+  loss it reports and differentiates (Task 1's bandloss)."""
+  model = _SowingLinear()
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 2, 2, 1)), jnp.uint8)
+  params = model.init(jax.random.key(0), x.astype(jnp.float32))["params"]
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1),
+                                  batch_stats={})
+  ce = lambda logits, labels, inputs, frozen: jnp.mean(  # noqa: E731
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  aux = lambda sown, labels: jnp.sum(sown["features"][0] ** 2)  # noqa: E731
+
+  def step(aux_loss):
+    return jax.jit(functools.partial(
+        train.train_step, augment=lambda rng, images: images.astype(jnp.float32) / 255,
+        train_inputs=lambda rng, images: (images, {}),
+        batch_augment=lambda rng, inputs, labels: (inputs, labels), loss=ce,
+        aux_loss=aux_loss))
+
+  batch = {"image": x, "label": jnp.array([0, 1, 0, 1])}
+  with_aux, metrics = step(aux)(state, batch, jax.random.key(1), None)
+  without, plain_metrics = step(None)(state, batch, jax.random.key(1), None)
+  inputs = x.astype(jnp.float32) / 255
+  hidden = inputs.reshape(4, -1) @ params["hidden"]["kernel"] + params["hidden"]["bias"]
+  np.testing.assert_allclose(metrics["loss"], plain_metrics["loss"] + jnp.sum(hidden ** 2),
+                             rtol=1e-5)
+
+  def total(p):
+    logits = model.apply({"params": p}, inputs)
+    return ce(logits, batch["label"], inputs, None) + jnp.sum(
+        (inputs.reshape(4, -1) @ p["hidden"]["kernel"] + p["hidden"]["bias"]) ** 2)
+
+  expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(total)(params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               with_aux.params, expected)
+  assert not np.allclose(with_aux.params["hidden"]["kernel"], without.params["hidden"]["kernel"])

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import tiny_config
 from minijax import projects, sharding, train
+from minijax.projects.task1 import channel_inputs
 
 
 def _descriptor(stem, inputs, kwargs):
@@ -108,34 +109,28 @@ def test_a_two_view_step_trains_on_both_views_of_each_example(second_view):
   assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
 
 
-def test_the_band_loss_adds_each_channels_head_cross_entropy_to_the_step_loss():
-  """bandloss=W: the step's loss is the model's loss plus W times the mean cross-entropy of the
-  per-channel head on every channel, recomputed here from the model's sown logits."""
+
+def test_the_band_loss_is_its_weight_times_each_channels_cross_entropy():
+  logits = jax.random.normal(jax.random.key(0), (4, 3, 5))               # (B, C, classes)
+  labels = jnp.array([0, 4, 2, 1])
+  sown = {"stem": {"band_logits": (logits,)}, "other": {"x": (jnp.ones(2),)}}
+  log_probs = jax.nn.log_softmax(logits)
+  by_hand = -np.mean([log_probs[b, c, labels[b]] for b in range(4) for c in range(3)])
+  np.testing.assert_allclose(channel_inputs.band_loss(0.3)(sown, labels), 0.3 * by_hand,
+                             rtol=1e-6)
+  soft = jax.nn.one_hot(labels, 5)  # Mixup / cutmix targets: the same loss for one-hot rows.
+  np.testing.assert_allclose(channel_inputs.band_loss(0.3)(sown, soft), 0.3 * by_hand, rtol=1e-6)
+
+
+def test_bandloss_builds_a_head_for_every_class_and_the_aux_loss():
   config = tiny_config("complexcnn", project="task1", **{
       "model.stem": "dynamic", "model.stem_options.fusion": "late",
-      "model.stem_options.band_loss_weight": 0.5, "input.subset_training.enabled": True,
-      "input.subset_training.per_example": True})
+      "model.stem_options.band_loss_weight": 0.5})
   experiment = projects.build(config)
-  state = train.create_train_state(experiment, experiment.optimizer(6), sharding.make_mesh(),
-                                   jax.random.key(0))
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
-           "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
-  new_state, metrics = jax.jit(train.step_function(experiment))(state, batch, jax.random.key(1),
-                                                                 None)
-
-  rngs = train.step_rngs(jax.random.key(1), state.step)
-  inputs, kwargs = experiment.train_inputs(
-      rngs["channels"], experiment.augment(rngs["augment"], batch["image"]))
-  logits, sown = experiment.model.apply(
-      {"params": state.params, "batch_stats": state.batch_stats}, inputs, train=True,
-      mutable=["batch_stats", "intermediates"], rngs={"dropout": rngs["dropout"]}, **kwargs)
-  (band_logits,) = sown["intermediates"]["stem"]["band_logits"]
-  assert band_logits.shape == (8, 3, 4)
-  log_probs = jax.nn.log_softmax(band_logits)
-  band_ce = -jnp.mean(jnp.take_along_axis(log_probs, batch["label"][:, None, None], axis=-1))
-  model_loss = experiment.loss(logits, batch["label"], inputs, None)
-  np.testing.assert_allclose(float(metrics["loss"]), float(model_loss) + 0.5 * float(band_ce),
-                             rtol=1e-5)
-  head, new_head = state.params["stem"]["band_head"], new_state.params["stem"]["band_head"]
-  assert not np.array_equal(head["kernel"], new_head["kernel"])  # Only the band loss trains it.
+  variables = jax.eval_shape(experiment.init_variables, jax.random.key(0))
+  assert variables["params"]["stem"]["band_head"]["kernel"].shape == (64, 4)
+  assert experiment.aux_loss is not None
+  plain = projects.build(tiny_config("complexcnn", project="task1", **{
+      "model.stem": "dynamic", "model.stem_options.fusion": "late"}))
+  assert plain.aux_loss is None
+  assert "band_head" not in jax.eval_shape(plain.init_variables, jax.random.key(0))["params"]["stem"]
