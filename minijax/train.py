@@ -452,7 +452,9 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
     state = jax.device_put(state.replace(
         params=variables["params"], batch_stats=variables["batch_stats"],
         opt_state=state.tx.init(variables["params"]),
-        ema_params=variables["params"] if state.ema_params is not None else None),
+        # A copy: the same buffers as params would be donated twice by the step.
+        ema_params=(jax.tree.map(jnp.copy, variables["params"])
+                    if state.ema_params is not None else None)),
         sharding.replicated(mesh))
     if is_main:
       print(f"initialised from {init_from} (checkpoint step {meta['step']})", flush=True)

@@ -220,8 +220,9 @@ def test_a_run_can_start_from_another_workdirs_weights(tmp_path):
   config = tiny_config(num_epochs=1)
   main.run_experiment(config, tmp_path / "first")
   trained, _ = checkpointing.load_pretrained(tmp_path / "first")
-  # A learning rate so small that the weights stay where they started.
-  start = tiny_config(num_epochs=1, init_from=str(tmp_path / "first"),
+  # A learning rate so small that the weights stay where they started; with an EMA of the
+  # weights, which starts as a copy of them (not the same buffers: the step donates both).
+  start = tiny_config(num_epochs=1, init_from=str(tmp_path / "first"), ema_decay=0.9,
                       **{"optimizer.learning_rate": 1e-12})
   main.run_experiment(start, tmp_path / "second")
   after, _ = checkpointing.load_pretrained(tmp_path / "second")
