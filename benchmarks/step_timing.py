@@ -25,7 +25,7 @@ def compiled_step(experiment, state, host_batch: dict, mesh):
   compiles), and host_batch ({'image': uint8, 'label': int32}) put on the device."""
   batch = jax.device_put(host_batch, sharding.batch_sharded(mesh))
   replicated = sharding.replicated(mesh)
-  step = train.jit_step(train.step_function(experiment), donate_argnums=0,
+  step = train.jit_step(train.step_function(experiment, steps_per_epoch=1), donate_argnums=0,
                         out_shardings=(replicated, replicated))
   state, out = step(state, batch, jax.random.key(1), None)
   jax.block_until_ready(out)

@@ -17,7 +17,7 @@ from minijax import channels, config as config_lib, losses, models, optim
 from minijax.data import augment
 
 # (rng, normalised images) -> (model inputs, keyword arguments of model.apply)
-Inputs = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]
+Inputs = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +28,10 @@ class Experiment:
   init_inputs     () -> (example input, model kwargs) for model.init
   augment         (rng, uint8 images) -> normalised float images (train)
   preprocess      uint8 images -> normalised float images (evaluation)
-  train_inputs    (rng, images) -> (model inputs, model kwargs): what the model sees in training;
-                  V*B rows are V views of the B examples, view-major (the labels are repeated)
+  train_inputs    (rng, images, epoch) -> (model inputs, model kwargs): what the model sees in
+                  training; epoch is the training's progress (float32 scalar: steps done /
+                  steps per epoch), for input schedules; V*B rows are V views of the B examples,
+                  view-major (the labels are repeated)
   eval_inputs     subset -> (images -> (model inputs, model kwargs)) for that channel subset
   batch_augment   (rng, inputs, int labels) -> (inputs, targets): RRC, mixup / cutmix
   loss            (logits, targets, inputs, frozen) -> scalar
@@ -77,7 +79,7 @@ def build(config, *, model: nn.Module | None = None) -> Experiment:
       init_inputs=lambda: (jnp.zeros((1, size, size, channels.MODEL_CHANNELS), jnp.float32), {}),
       augment=augment.make_augment(config.input),
       preprocess=augment.make_preprocess(config.input),
-      train_inputs=lambda rng, images: train_inputs(images),
+      train_inputs=lambda rng, images, epoch: train_inputs(images),
       eval_inputs=eval_inputs,
       batch_augment=augment.make_batch_augment(config.input, config.data.num_classes),
       loss=losses.make_loss(config.loss),

@@ -80,15 +80,18 @@ def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Any, *,
-               augment, train_inputs, batch_augment, loss, ema_decay: float = 0.0,
-               aux_loss=None):
+               augment, train_inputs, batch_augment, loss, steps_per_epoch: int,
+               ema_decay: float = 0.0, aux_loss=None):
   """One update on a global batch {'image': uint8 (B, H, W, C), 'label': int32 (B,)}.
+
+  steps_per_epoch: turns the step count into the epoch train_inputs receives (input schedules).
 
   aux_loss: (the model's sown 'intermediates', targets) -> a scalar added to the loss (None: the
   model's intermediates are not collected)."""
   rngs = step_rngs(rng, state.step)
   images = augment(rngs["augment"], batch["image"])
-  inputs, model_kwargs = train_inputs(rngs["channels"], images)
+  epoch = state.step.astype(jnp.float32) / steps_per_epoch
+  inputs, model_kwargs = train_inputs(rngs["channels"], images, epoch)
   labels = batch["label"]
   # train_inputs may return V views of the batch, view-major (V*B rows): each view keeps its
   # example's label.
@@ -207,11 +210,12 @@ def jit_step(fn: Callable, **jit_kwargs) -> Callable:
   return jit_cpu(fn, CPU_COMPILER_OPTIONS, **jit_kwargs)
 
 
-def step_function(experiment: experiment_lib.Experiment) -> Callable:
+def step_function(experiment: experiment_lib.Experiment, steps_per_epoch: int) -> Callable:
   """train_step with the experiment's functions bound: (state, batch, rng, frozen)."""
   return functools.partial(
       train_step, augment=experiment.augment, train_inputs=experiment.train_inputs,
       batch_augment=experiment.batch_augment, loss=experiment.loss,
+      steps_per_epoch=steps_per_epoch,
       ema_decay=experiment.ema_decay, aux_loss=experiment.aux_loss)
 
 
@@ -476,7 +480,7 @@ def train(config: ml_collections.ConfigDict, workdir, experiment: experiment_lib
   if is_main:
     write_config(workdir, config, start_step, data)
 
-  step_fn = step_function(experiment)
+  step_fn = step_function(experiment, steps_per_epoch)
   replicated = sharding.replicated(mesh)
   width = feed.width if isinstance(feed, OnDeviceFeed) else 1
   if isinstance(feed, OnDeviceFeed):

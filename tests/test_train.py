@@ -325,9 +325,9 @@ def test_an_aux_loss_on_the_models_sown_intermediates_joins_the_step_loss():
   def step(aux_loss):
     return jax.jit(functools.partial(
         train.train_step, augment=lambda rng, images: images.astype(jnp.float32) / 255,
-        train_inputs=lambda rng, images: (images, {}),
+        train_inputs=lambda rng, images, epoch: (images, {}),
         batch_augment=lambda rng, inputs, labels: (inputs, labels), loss=ce,
-        aux_loss=aux_loss))
+        steps_per_epoch=1, aux_loss=aux_loss))
 
   batch = {"image": x, "label": jnp.array([0, 1, 0, 1])}
   with_aux, metrics = step(aux)(state, batch, jax.random.key(1), None)
@@ -346,3 +346,28 @@ def test_an_aux_loss_on_the_models_sown_intermediates_joins_the_step_loss():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                with_aux.params, expected)
   assert not np.allclose(with_aux.params["hidden"]["kernel"], without.params["hidden"]["kernel"])
+
+
+def test_train_inputs_receive_the_epoch_the_step_is_in():
+  """train_inputs(rng, images, epoch): epoch = steps done / steps_per_epoch (input schedules,
+  e.g. Task 1's fullfirst=E)."""
+  model = _SowingLinear()
+  x = jnp.zeros((2, 2, 2, 1), jnp.uint8)
+  params = model.init(jax.random.key(0), x.astype(jnp.float32))["params"]
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1),
+                                  batch_stats={})
+  seen = []
+
+  def train_inputs(rng, images, epoch):
+    jax.debug.callback(lambda e: seen.append(float(e)), epoch, ordered=True)
+    return images.astype(jnp.float32), {}
+
+  step = jax.jit(functools.partial(
+      train.train_step, augment=lambda rng, images: images, train_inputs=train_inputs,
+      batch_augment=lambda rng, inputs, labels: (inputs, labels),
+      loss=lambda logits, labels, inputs, frozen: jnp.mean(logits), steps_per_epoch=4))
+  batch = {"image": x, "label": jnp.array([0, 1])}
+  for _ in range(6):
+    state, _ = step(state, batch, jax.random.key(1), None)
+  jax.effects_barrier()
+  assert seen == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]

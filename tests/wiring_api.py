@@ -152,8 +152,8 @@ class Step:
   inside it (with record=True): the trained model's call has train=True, a teacher's train=False.
   """
 
-  def __init__(self, experiment, frozen, record: bool):
-    step_fn = train.step_function(experiment)
+  def __init__(self, experiment, frozen, record: bool, steps_per_epoch: int):
+    step_fn = train.step_function(experiment, steps_per_epoch)
     self.traces = 0
     self.calls = []
     self._frozen = frozen
@@ -193,7 +193,7 @@ def make_step(config, steps_per_epoch: int = STEPS_PER_EPOCH, record: bool = Fal
   init_rng, _ = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(experiment, experiment.optimizer(steps_per_epoch), mesh,
                                    init_rng)
-  return state, Step(experiment, experiment.load_frozen(mesh), record)
+  return state, Step(experiment, experiment.load_frozen(mesh), record, steps_per_epoch)
 
 
 def trained_variables(state) -> dict:

@@ -101,7 +101,7 @@ def test_compiled_cpu_train_step_has_no_swapped_convolution(name):
   state = train.create_train_state(experiment, experiment.optimizer(4), mesh, jax.random.key(0))
   batch = jax.device_put({"image": np.zeros((2, 32, 32, 3), np.uint8),
                           "label": np.zeros((2,), np.int32)}, sharding.batch_sharded(mesh))
-  text = jax.jit(train.step_function(experiment)).lower(
+  text = jax.jit(train.step_function(experiment, steps_per_epoch=4)).lower(
       state, batch, jax.random.key(1), None).compile().as_text()
   forms = _conv_forms(text)
   assert sum(forms.values()) > 0  # The step was compiled with convolutions to look at.

@@ -1,6 +1,6 @@
 """What a Task 1 model sees of a channel subset, in training and in evaluation.
 
-`make_inputs(config)` returns (train_inputs, eval_inputs) for the trainer (see
+`make_inputs(config)` returns (train_inputs(rng, images, epoch), eval_inputs) for the trainer (see
 minijax.experiment.Experiment), each giving (model inputs, keyword arguments of model.apply):
 
   stem 'conv' (naive)  the 3-channel input the model was built for: config.input.channel_fill
@@ -19,6 +19,8 @@ config.input.train_channels per batch inside the jitted step: a size uniform in 
 of that size uniformly (ChannelViT's hierarchical sampling; sampling='uniform': every subset
 equally likely instead; 'small': a size k with odds 2^-(k-1), then a subset of it), or with
 full_fraction >= 0 the full set with that probability and the rest as before otherwise; with
+full_first_epochs = E > 0, the full set's probability starts at 1 and falls linearly to those odds
+at epoch E (the other subsets' share rising from 0: a curriculum within one run); with
 per_example, one subset per example instead (every batch then mixes subsets). With full_view, the
 step sees every example twice (two views, view-major, 2B rows): with all of input.train_channels,
 then with its sampled subset (see `two_view_loss`); with single_view, the first view is one of
@@ -123,15 +125,25 @@ def make_table(train_indices, num_data_channels: int, full_fraction: float = -1.
                      keeps=np.stack([m[1] for m in mappings]))
 
 
-def sample_index(rng, table: SubsetTable, batch_size: int | None = None) -> jax.Array:
-  """One row of the table (or one per example: shape (batch_size,)), drawn on device with the
-  table's probabilities."""
-  return jax.random.categorical(rng, jnp.log(jnp.asarray(table.probs, jnp.float32)),
+def sample_index(rng, table: SubsetTable, batch_size: int | None = None,
+                 probs: jax.Array | None = None) -> jax.Array:
+  """One row of the table (or one per example: shape (batch_size,)), drawn on device with
+  `probs` (default: the table's probabilities)."""
+  probs = jnp.asarray(table.probs if probs is None else probs, jnp.float32)
+  return jax.random.categorical(rng, jnp.log(probs),
                                 shape=None if batch_size is None else (batch_size,))
 
 
+def full_first_probabilities(table: SubsetTable, epoch: jax.Array, epochs: float) -> jax.Array:
+  """P(each row) at `epoch` (a float): the full set (row 0) with weight max(0, 1 - epoch /
+  epochs), the table's probabilities with the rest."""
+  full_weight = jnp.clip(1.0 - epoch / epochs, 0.0, 1.0)
+  full = jnp.zeros(len(table.subsets), jnp.float32).at[0].set(1.0)
+  return full_weight * full + (1.0 - full_weight) * jnp.asarray(table.probs, jnp.float32)
+
+
 def make_inputs(config):
-  """(train_inputs(rng, images), eval_inputs(subset) -> (images -> inputs)), for
+  """(train_inputs(rng, images, epoch), eval_inputs(subset) -> (images -> inputs)), for
   config.model.stem."""
   names = channels.parse_names(config.data.channels)
   stem, fill = config.model.stem, config.input.channel_fill
@@ -153,17 +165,19 @@ def make_inputs(config):
   sampling = config.input.subset_training
   if not sampling.enabled:
     fixed = static_inputs(train_indices)
-    return (lambda rng, images: fixed(images)), eval_inputs
+    return (lambda rng, images, epoch: fixed(images)), eval_inputs
 
   table = make_table(train_indices, len(names), sampling.full_fraction, fill, stem,
                      sampling.sampling)
   all_ids = channels.channel_ids(names, vocabulary) if stem == "dynamic" else None
   single_rows = np.flatnonzero(table.counts == 1)  # The one-channel subsets, last in the table.
 
-  def train_inputs(rng, images):
+  def train_inputs(rng, images, epoch):
     batch_size = images.shape[0]
     per_example = batch_size if sampling.per_example else None
-    index = sample_index(rng, table, per_example)                          # () or (B,)
+    probs = (full_first_probabilities(table, epoch, sampling.full_first_epochs)
+             if sampling.full_first_epochs > 0 else None)
+    index = sample_index(rng, table, per_example, probs)                   # () or (B,)
     if sampling.full_view or sampling.single_view:
       if sampling.full_view:  # Row 0 is the full set (the table is largest first).
         first = jnp.zeros(batch_size, index.dtype)

@@ -10,6 +10,8 @@ Fields added to the core schema (minijax.config):
   input.subset_training.enabled    draw a channel subset per batch, inside the jitted step
   input.subset_training.full_fraction  >= 0: share of full-set batches; < 0: size-uniform
   input.subset_training.per_example    a subset per example instead of per batch
+  input.subset_training.full_first_epochs  E > 0: P(full set) falls from 1 at epoch 0 to its
+                                       odds above at epoch E (a curriculum within one run)
   input.subset_training.sampling       'size' (a size uniform in 1..C, then a subset of it),
                                        'uniform' (every subset equally likely) or 'small' (a
                                        size k with odds 2^-(k-1), then a subset of it)
@@ -34,6 +36,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 evaluated on S alone), the reference the report compares adaptive models with
   subsets       channel-subset training on
   full=F        share of full-set batches (default: size-uniform, i.e. 1/3 for RGB)
+  fullfirst=E   with subsets: the full set only at first, its share falling linearly to the
+                above by epoch E (the other subsets' share rising from 0; default 0: off)
   per_example   with subsets: draw a subset per example (default: one per batch)
   sampling=uniform  with subsets: every subset equally likely (default 'size': size uniform first)
   sampling=small    with subsets: a size k with odds 2^-(k-1), then a subset of it (more single
@@ -103,6 +107,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # >= 0: the share of full-set draws; < 0: as `sampling` gives it.
   config.input.subset_training.full_fraction = -1.0
   config.input.subset_training.per_example = False  # A subset per example, not per batch.
+  # > 0: P(full set) falls linearly from 1 at epoch 0 to the odds above at this epoch.
+  config.input.subset_training.full_first_epochs = 0.0
   # 'size': a size uniform in 1..C, then a subset of it; 'uniform': every subset equally likely;
   # 'small': a size k with odds 2^-(k-1), then a subset of it.
   config.input.subset_training.sampling = "size"
@@ -202,6 +208,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                                   or config.input.cutmix_alpha):
     raise ConfigError("input.subset_training.full_view", True,
                       "mixes the two views' rows with mixup / cutmix: turn those off")
+  full_first = config.input.subset_training.full_first_epochs
+  if not full_first >= 0:
+    raise ConfigError("input.subset_training.full_first_epochs", full_first, "must be >= 0")
+  if full_first and not config.input.subset_training.enabled:
+    raise ConfigError("input.subset_training.full_first_epochs", full_first,
+                      "schedules the subsets of subset training: set "
+                      "input.subset_training.enabled (config arg 'subsets')")
   fraction = config.input.subset_training.full_fraction
   if fraction > 1:
     raise ConfigError("input.subset_training.full_fraction", fraction,
@@ -229,7 +242,7 @@ def _validate_specialist(config) -> None:
 def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   """The config of a Task 1 variant: `stem` with the options of `arg` (see the module doc)."""
   args = config_lib.parse_arg(arg, demo=False, multispectral=False, multiband="", subsets=False,
-                              full=-1.0, per_example=False, sampling="size", select="",
+                              full=-1.0, fullfirst=0.0, per_example=False, sampling="size", select="",
                               fullview=False, soloview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
@@ -262,6 +275,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     config_lib.use_multiband(config, args.multiband)
   config.input.subset_training.enabled = args.subsets
   config.input.subset_training.full_fraction = args.full
+  config.input.subset_training.full_first_epochs = args.fullfirst
   config.input.subset_training.per_example = args.per_example
   config.input.subset_training.sampling = args.sampling
   config.input.subset_training.full_view = args.fullview

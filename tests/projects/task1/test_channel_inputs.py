@@ -96,7 +96,7 @@ def test_subset_training_off_feeds_the_training_channels_mapped(stem, train_chan
   train_inputs, _ = channel_inputs.make_inputs(
       _config(stem, **{"input.train_channels": train_channels}))
   x = _images()
-  inputs, got = train_inputs(jax.random.key(0), x)
+  inputs, got = train_inputs(jax.random.key(0), x, 0.0)
   np.testing.assert_array_equal(inputs, _stack(x, *columns))
   assert got == kwargs
 
@@ -105,7 +105,7 @@ def test_subset_training_off_dynamic_gets_the_present_channels_and_their_ids():
   train_inputs, _ = channel_inputs.make_inputs(
       _config("dynamic", **{"input.train_channels": "RB"}))
   x = _images()
-  inputs, kwargs = train_inputs(jax.random.key(0), x)
+  inputs, kwargs = train_inputs(jax.random.key(0), x, 0.0)
   np.testing.assert_array_equal(inputs, _stack(x, 0, 2))
   np.testing.assert_array_equal(kwargs["channel_ids"], [0, 2])
   assert "channel_mask" not in kwargs
@@ -118,11 +118,11 @@ def test_sampling_only_the_full_set_reproduces_plain_training_inputs_exactly(ste
   sampled = _config(stem, **{"input.channel_fill": fill, "input.subset_training.enabled": True,
                              "input.subset_training.full_fraction": 1.0})
   x = _images()
-  inputs, kwargs = channel_inputs.make_inputs(plain)[0](jax.random.key(0), x)
+  inputs, kwargs = channel_inputs.make_inputs(plain)[0](jax.random.key(0), x, 0.0)
   np.testing.assert_array_equal(inputs, x)
   for seed in range(3):
     sampled_inputs, sampled_kwargs = channel_inputs.make_inputs(sampled)[0](
-        jax.random.key(seed), x)
+        jax.random.key(seed), x, 0.0)
     np.testing.assert_array_equal(sampled_inputs, inputs)
     if stem == "dynamic":  # All channels, all present.
       np.testing.assert_array_equal(sampled_kwargs["channel_mask"], [1, 1, 1])
@@ -144,7 +144,7 @@ def test_each_sampled_batch_is_one_subset_mapped_as_its_stem_needs(stem):
     rng = jax.random.key(seed)
     subset = table.subsets[int(channel_inputs.sample_index(rng, table))]
     seen.add(subset)
-    inputs, kwargs = train_inputs(rng, x)
+    inputs, kwargs = train_inputs(rng, x, 0.0)
     if stem == "dynamic":  # All channels in, the absent ones masked.
       np.testing.assert_array_equal(inputs, x)
       np.testing.assert_array_equal(kwargs["channel_mask"], [c in subset for c in range(3)])
@@ -168,7 +168,7 @@ def test_per_example_sampling_maps_each_example_as_its_own_subset(stem):
   rng = jax.random.key(7)
   rows = np.asarray(channel_inputs.sample_index(rng, table, 64))
   assert len({table.subsets[r] for r in rows}) > 10  # One batch mixes many subsets.
-  inputs, kwargs = jax.jit(train_inputs)(rng, x)
+  inputs, kwargs = jax.jit(train_inputs)(rng, x, 0.0)
   for b, row in enumerate(rows):
     subset = table.subsets[row]
     if stem == "dynamic":
@@ -190,7 +190,7 @@ def test_zero_fill_keeps_present_channels_in_place():
   x = _images()
   sizes = set()
   for seed in range(8):
-    inputs = np.asarray(train_inputs(jax.random.key(seed), x)[0])
+    inputs = np.asarray(train_inputs(jax.random.key(seed), x, 0.0)[0])
     present = np.any(inputs != 0, axis=(0, 1, 2))
     sizes.add(int(present.sum()))
     np.testing.assert_array_equal(inputs[..., present], np.asarray(x)[..., present])
@@ -288,7 +288,7 @@ def test_the_sampling_option_reaches_the_training_inputs():
                                        "input.subset_training.sampling": "uniform"})
   train_inputs, _ = channel_inputs.make_inputs(config)
   images = jnp.zeros((4000, 1, 1, 5))
-  _, kwargs = jax.jit(train_inputs)(jax.random.key(3), images)
+  _, kwargs = jax.jit(train_inputs)(jax.random.key(3), images, 0.0)
   counts = np.asarray(kwargs["channel_mask"]).sum(axis=1).astype(int)
   # Uniform over subsets: sizes 1..5 in proportion 5 : 10 : 10 : 5 : 1 (size-first: all equal).
   np.testing.assert_allclose(np.bincount(counts, minlength=6)[1:] / 4000,
@@ -335,7 +335,7 @@ def test_what_each_stem_receives_of_a_five_channel_dataset():
       "eval.channel_subsets": ("G+SWIR",)}))
   # A specialist: its own channels as they are, in the dataset's order, in training and test.
   np.testing.assert_array_equal(specialist("G+SWIR")(x)[0], _stack(x, *col("G", "SWIR")))
-  np.testing.assert_array_equal(train(jax.random.key(0), x)[0], _stack(x, *col("G", "SWIR")))
+  np.testing.assert_array_equal(train(jax.random.key(0), x, 0.0)[0], _stack(x, *col("G", "SWIR")))
 
 
 def test_dynamic_stem_ids_follow_a_wider_vocabulary():
@@ -355,7 +355,7 @@ def test_each_sampled_batch_of_five_channels_is_mapped_as_its_stem_needs(stem):
     rng = jax.random.key(seed)
     subset = table.subsets[int(channel_inputs.sample_index(rng, table))]
     sizes.add(len(subset))
-    inputs, kwargs = train_inputs(rng, x)
+    inputs, kwargs = train_inputs(rng, x, 0.0)
     if stem == "dynamic":
       np.testing.assert_array_equal(inputs, x)
       np.testing.assert_array_equal(kwargs["channel_mask"], [c in subset for c in range(5)])
@@ -382,7 +382,7 @@ def _two_views(stem, per_example, view_key, batch):
       _bands_config(stem, **settings, **{view_key: True}))
   x = jnp.asarray(np.random.default_rng(4).normal(size=(batch, 4, 4, 5)), jnp.float32)
   rng = jax.random.key(5)
-  return x, jax.jit(two_views)(rng, x), jax.jit(one_view)(rng, x), eval_inputs
+  return x, jax.jit(two_views)(rng, x, 0.0), jax.jit(one_view)(rng, x, 0.0), eval_inputs
 
 
 @pytest.mark.parametrize("stem", ["conv", "adapter", "dynamic"])
@@ -453,3 +453,34 @@ def test_two_view_loss_by_hand():
   grad = jax.grad(lambda z: channel_inputs.two_view_loss(base, 1.0)(z, labels, x, None))(logits)
   ce_grad = jax.grad(lambda z: 0.5 * base(z, labels[:4], None, None))(full)
   np.testing.assert_allclose(grad[:4], ce_grad, atol=1e-7)
+
+
+def test_full_first_probabilities_fall_from_the_full_set_to_the_tables_odds():
+  table = channel_inputs.make_table((0, 1, 2), 3)  # P(full) = 1/3, each other subset 1/9.
+  at = lambda epoch: np.asarray(  # noqa: E731
+      channel_inputs.full_first_probabilities(table, jnp.float32(epoch), 4.0))
+  np.testing.assert_array_equal(at(0), [1, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_allclose(at(1), [0.75 + 0.25 / 3] + [0.25 / 9] * 6, rtol=1e-6)
+  np.testing.assert_allclose(at(2), [0.5 + 0.5 / 3] + [0.5 / 9] * 6, rtol=1e-6)
+  np.testing.assert_array_equal(at(4), np.float32(table.probs))
+  np.testing.assert_array_equal(at(7.5), np.float32(table.probs))
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_full_first_draws_the_full_set_at_first_and_the_recipes_subsets_after(per_example):
+  config = _config("dynamic", **{"input.subset_training.enabled": True,
+                                 "input.subset_training.per_example": per_example,
+                                 "input.subset_training.full_first_epochs": 2.0})
+  plain = _config("dynamic", **{"input.subset_training.enabled": True,
+                                "input.subset_training.per_example": per_example})
+  scheduled = jax.jit(channel_inputs.make_inputs(config)[0])
+  recipe = jax.jit(channel_inputs.make_inputs(plain)[0])
+  x = _images()
+  changed = 0
+  for seed in range(10):
+    rng = jax.random.key(seed)
+    np.testing.assert_array_equal(scheduled(rng, x, 0.0)[1]["channel_mask"], 1.0)
+    after, theirs = scheduled(rng, x, 2.0)[1], recipe(rng, x, 2.0)[1]
+    np.testing.assert_array_equal(after["channel_mask"], theirs["channel_mask"])
+    changed += not np.all(np.asarray(after["channel_mask"]) == 1)
+  assert changed  # The recipe's draws after epoch 2 hold subsets, not only the full set.

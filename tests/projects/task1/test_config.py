@@ -96,6 +96,8 @@ def test_bad_config_args_name_the_arg(stem, arg, message):
      "config.model.stem_options.band_loss_weight=0.5.*fusion='late'"),
     ("conv", "model.stem_options.band_loss_weight", 0.5, "needs model.stem='dynamic'"),
     ("dynamic", "model.stem_options.band_loss_weight", -1.0, "must be >= 0"),
+    ("dynamic", "input.subset_training.full_first_epochs", 2.0,
+     "config.input.subset_training.full_first_epochs=2.0.*set input.subset_training.enabled"),
 ])
 def test_validate_names_the_bad_key(stem, key, value, message):
   config = task1_config.get_config(stem, "demo")
@@ -162,3 +164,12 @@ def test_the_band_loss_config_arg():
   projects.validate(config)
   with pytest.raises(ValueError, match="bandloss= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
+
+
+def test_the_full_first_config_arg():
+  config = task1_config.get_config("dynamic", "demo,subsets,fullfirst=3")
+  assert config.input.subset_training.full_first_epochs == 3.0
+  projects.validate(config)
+  config.input.subset_training.full_first_epochs = -1.0
+  with pytest.raises(ConfigError, match="full_first_epochs=-1.0.*must be >= 0"):
+    projects.validate(config)

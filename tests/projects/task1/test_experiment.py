@@ -31,9 +31,9 @@ def test_train_step_of_each_variant(stem):
   experiment = projects.build(config)
   traces, drawn = [], []
 
-  def recorded_inputs(rng, images):
+  def recorded_inputs(rng, images, epoch):
     traces.append(1)  # Python runs once per trace, the callback once per executed step.
-    inputs, kwargs = experiment.train_inputs(rng, images)
+    inputs, kwargs = experiment.train_inputs(rng, images, epoch)
     jax.debug.callback(lambda d: drawn.append(tuple(np.asarray(d).tolist())),
                        _descriptor(stem, inputs, kwargs), ordered=True)
     return inputs, kwargs
@@ -42,7 +42,7 @@ def test_train_step_of_each_variant(stem):
   mesh = sharding.make_mesh()
   state = train.create_train_state(recorded, recorded.optimizer(6), mesh, jax.random.key(0))
   initial = jax.device_get(state.params)
-  step = jax.jit(train.step_function(recorded))
+  step = jax.jit(train.step_function(recorded, steps_per_epoch=6))
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
            "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
@@ -103,7 +103,7 @@ def test_a_two_view_step_trains_on_both_views_of_each_example(second_view):
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
            "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
-  step = jax.jit(train.step_function(recorded))
+  step = jax.jit(train.step_function(recorded, steps_per_epoch=6))
   state, metrics = step(state, batch, jax.random.key(1), None)
   assert seen["rows"] == 16 and seen["targets"].shape == (16,)
   assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1

@@ -84,11 +84,11 @@ def test_ema_of_the_train_step_by_hand():
                                   batch_stats={}, ema_params=params)
   step = jax.jit(functools.partial(
       train.train_step, augment=lambda rng, images: images.astype(jnp.float32) / 255,
-      train_inputs=lambda rng, images: (images, {}),
+      train_inputs=lambda rng, images, epoch: (images, {}),
       batch_augment=lambda rng, inputs, labels: (inputs, labels),
       loss=lambda logits, labels, inputs, frozen: jnp.mean(
           optax.softmax_cross_entropy_with_integer_labels(logits, labels)),
-      ema_decay=0.5))
+      steps_per_epoch=1, ema_decay=0.5))
   batch = {"image": x, "label": jnp.array([0, 1, 0, 1])}
   expected = jax.device_get(params)
   for t in range(4):
