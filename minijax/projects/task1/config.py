@@ -59,6 +59,9 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
   k=N d=N       dynamic stem: number of kernels K (default 4), channel-embedding width D (8)
   attn=0        dynamic stem without the input-dependent attention (one kernel per channel set)
   tau=T         dynamic stem: attention softmax temperature
+  chanattn      dynamic stem: each channel's kernel mix from its own token alone (default: one
+                mix per example from the present channels' tokens pooled), so a channel's kernel
+                does not depend on which others are present
   fusion=late   dynamic stem: each channel's conv through its own ReLU, then the mean over the
                 present channels (default 'early': the mean of the convs, then the backbone's ReLU)
   ident=S       dynamic stem: the init scale of each channel's own kernel part against the shared
@@ -88,6 +91,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.model.stem_options.attention = True  # Dynamic stem: False = one kernel per channel set.
   config.model.stem_options.attention_hidden = 32  # Dynamic stem: the attention MLP's width.
   config.model.stem_options.temperature = 1.0  # Dynamic stem: the attention softmax temperature.
+  # Dynamic stem: each channel's attention from its own token, not pooled over the present ones.
+  config.model.stem_options.attention_per_channel = False
   # Dynamic stem: 'early' = mean of the channels' convs, then the backbone's ReLU; 'late' = each
   # channel's conv through its own ReLU, then the mean.
   config.model.stem_options.fusion = "early"
@@ -246,7 +251,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               fullview=False, soloview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
-                              ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0)
+                              ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -259,9 +264,9 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
-                            "bandloss"} & given:
-    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss= apply to "
-                     "the dynamic config (configs/task1_dynamic.py)")
+                            "bandloss", "chanattn"} & given:
+    raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss=, "
+                     "chanattn apply to the dynamic config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -298,6 +303,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options = config.model.stem_options
   options.num_kernels, options.embed_dim = args.k, args.d
   options.attention, options.temperature = args.attn, args.tau
+  options.attention_per_channel = args.chanattn
   options.fusion = args.fusion
   options.channel_pooling = args.pool
   options.identity_scale = args.ident

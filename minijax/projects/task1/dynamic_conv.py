@@ -18,6 +18,9 @@ absent channels (channel_mask = 0, one mask for the batch or one per example) co
 nothing and do not count. The GAP of Chen et al. has one entry per input channel, so with a
 variable channel set it becomes a per-channel token
 [GAP(x_i), e_{c_i}] mean-pooled over the present channels (a DeepSets form of the same MLP).
+With attention_per_channel, each channel gets its own pi_i = softmax(MLP([GAP(x_i), e_{c_i}]) / T)
+instead, without the pooling: a channel's kernel then depends on that channel alone, never on
+which others are present (with late fusion its features are the same in every subset holding it).
 
 Late fusion gives each channel its own nonlinearity before the mean, so a channel's features
 depend on the others present only through the attention (ChannelViT's per-channel tokens, in a
@@ -65,6 +68,8 @@ class DynamicConvStem(nn.Module):
   attention: bool = True           # False: one kernel per channel set, no input dependence.
   attention_hidden: int = 32
   temperature: float = 1.0
+  # True: one attention per channel from its own token (no pooling over the present channels).
+  attention_per_channel: bool = False
   # "early": the mean over present channels of their convs (linear), then the backbone's ReLU.
   # "late": each channel's conv through its own ReLU, then the mean (per-channel feature maps, as
   # ChannelViT's per-channel tokens; see the module doc).
@@ -169,13 +174,16 @@ class DynamicConvStem(nn.Module):
     return jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
 
   def attention_weights(self, x, ids, mask) -> jax.Array:
-    """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}]."""
+    """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}] pooled over
+    the present channels; with attention_per_channel (B, C, K), each channel's from its own."""
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))                 # (B, C)
     embeddings = self.embedding(jnp.asarray(ids))                          # (C, D)
     tokens = jnp.concatenate(
         [pooled[..., None], jnp.broadcast_to(embeddings, pooled.shape + embeddings.shape[-1:])],
         axis=-1)
     hidden = nn.relu(self.attention_in(tokens))                            # (B, C, hidden)
+    if self.attention_per_channel:
+      return jax.nn.softmax(self.attention_out(hidden) / self.temperature, axis=-1)
     mask = jnp.broadcast_to(mask, pooled.shape)                            # (C,) or (B, C)
     hidden = (jnp.sum(hidden * mask[..., None], axis=1)
               / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0))
@@ -198,7 +206,7 @@ class DynamicConvStem(nn.Module):
       kernels = self.kernels(ids)
     # The (weighted) mean over present channels (absent ones get weight 0).
     scale = self.channel_weights(ids, mask)
-    weights = (self.attention_weights(x, ids, mask)                       # (B, K)
+    weights = (self.attention_weights(x, ids, mask)                 # (B, K), per channel (B, C, K)
                if self.attention and self._num_generated() > 1 else None)
     if self.fusion == "late":
       return self._late_fusion(x, kernels, weights, scale)
@@ -215,9 +223,10 @@ class DynamicConvStem(nn.Module):
       # much slower on CPU: minijax/projects/task1/README.md). K times the FLOPs of a static stem,
       # which is the cheapest layer.
       batch, height, width, _ = x.shape
-      stacked = (weighted[:, :, :, None, :]
-                 * weights[:, None, None, :, None].astype(x.dtype)).reshape(
-                     batch, height, width, -1)
+      per_k = (jnp.swapaxes(weights, 1, 2)[:, None, None] if weights.ndim == 3  # (B,1,1,K,C)
+               else weights[:, None, None, :, None])
+      stacked = (weighted[:, :, :, None, :] * per_k.astype(x.dtype)).reshape(
+          batch, height, width, -1)
       y = self._conv(stacked, jnp.transpose(kernels, (1, 2, 0, 3, 4)).reshape(
           kernels.shape[1], kernels.shape[2], -1, kernels.shape[-1]))
     else:
@@ -243,7 +252,8 @@ class DynamicConvStem(nn.Module):
       if weights is None:
         y = self._conv(channel, kernels[0, :, :, i:i + 1, :])
       else:  # conv(x_i, sum_k pi_k W_k[i]) = conv([pi_1 x_i, ..., pi_K x_i], [W_1[i]; ...]).
-        stacked = channel * weights[:, None, None, :].astype(x.dtype)
+        pi = weights[:, i] if weights.ndim == 3 else weights                # (B, K)
+        stacked = channel * pi[:, None, None, :].astype(x.dtype)
         y = self._conv(stacked, jnp.transpose(kernels[:, :, :, i, :], (1, 2, 0, 3)))
       if self.use_bias:
         y = y + self.bias.astype(self.dtype)

@@ -86,6 +86,8 @@ def variant_label(config) -> str:
       extras.append("learned pooling")
     if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
+    if options.get("attention_per_channel"):
+      extras.append("attention per channel")
     if options.get("band_loss_weight"):
       extras.append(f"band loss {options.band_loss_weight:g}")
     label = f"dynamic stem ({', '.join(extras)})"
@@ -100,6 +102,8 @@ def variant_label(config) -> str:
     label += " + subset training" + (f" (full {fraction:g})" if fraction >= 0 else "")
     if config.input.subset_training.per_example:
       label += " per example"
+    if config.input.subset_training.get("full_first_epochs"):
+      label += f", full set first ({config.input.subset_training.full_first_epochs:g} epochs)"
     if config.input.subset_training.sampling == "uniform":
       label += ", uniform over subsets"
     elif config.input.subset_training.sampling == "small":

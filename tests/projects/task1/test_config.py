@@ -3,7 +3,7 @@ import pytest
 
 from minijax import channels, projects
 from minijax.config import ConfigError
-from minijax.projects.task1 import config as task1_config
+from minijax.projects.task1 import config as task1_config, stems
 
 
 def test_config_args_set_the_fields():
@@ -162,7 +162,7 @@ def test_the_band_loss_config_arg():
   config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
   assert config.model.stem_options.band_loss_weight == 0.5
   projects.validate(config)
-  with pytest.raises(ValueError, match="bandloss= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="bandloss=, chanattn apply to the dynamic config"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
 
 
@@ -173,3 +173,12 @@ def test_the_full_first_config_arg():
   config.input.subset_training.full_first_epochs = -1.0
   with pytest.raises(ConfigError, match="full_first_epochs=-1.0.*must be >= 0"):
     projects.validate(config)
+
+
+def test_the_per_channel_attention_config_arg():
+  config = task1_config.get_config("dynamic", "demo,chanattn")
+  assert config.model.stem_options.attention_per_channel
+  assert stems.dynamic_stem_factory(config)(features=4).attention_per_channel
+  assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
+  with pytest.raises(ValueError, match="chanattn apply to the dynamic config"):
+    task1_config.get_config("conv", "demo,chanattn")

@@ -305,3 +305,28 @@ def test_the_band_head_classifies_each_channels_own_pooled_features():
 def test_a_band_head_needs_late_fusion():
   with pytest.raises(ValueError, match="band_classes.*fusion='late'"):
     jax.eval_shape(_stem(fusion="early", band_classes=4).init, jax.random.key(0), _x())
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_attention_per_channel_makes_each_channels_output_its_own(fusion):
+  # With one attention per channel, from its own token, a channel's conv is the same in every
+  # subset: the set's output (mean pooling) is the mean of the channels' outputs alone, as it is
+  # without attention. With the attention pooled over the present channels it is not.
+  x = _x()
+  per_channel = _stem(fusion=fusion, attention_per_channel=True, temperature=0.2)
+  pooled = _stem(fusion=fusion, temperature=0.2)
+  params = _perturbed(jax.jit(per_channel.init)(jax.random.key(0), x))
+  for stem in (per_channel, pooled):
+    singles = [_apply(stem, params, x[..., i:i + 1], np.array([i])) for i in range(3)]
+    if fusion == "early":  # The bias once, not once per channel.
+      singles = [y - params["params"]["bias"] for y in singles]
+    together = _apply(stem, params, x, "RGB")
+    expected = sum(singles) / 3 + (params["params"]["bias"] if fusion == "early" else 0)
+    if stem is per_channel:
+      np.testing.assert_allclose(together, expected, atol=1e-5)
+    else:
+      assert not np.allclose(together, expected, atol=1e-3)
+  with_mask = _apply(per_channel, params, x, "RGB", channel_mask=jnp.array([[1., 0., 1.],
+                                                                           [0., 1., 0.]]))
+  np.testing.assert_allclose(with_mask[1], _apply(per_channel, params, x[1:, ..., 1:2],
+                                                  np.array([1]))[0], atol=1e-5)
