@@ -65,6 +65,7 @@ from minijax.projects.task1 import dynamic_conv, stems
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
 
+DEFAULT_LEARNING_RATE = config_lib.base_config().optimizer.learning_rate
 EIGHT_SUBSETS = 8  # More subsets than this: one per line in the markdown (RGB data has 7).
 
 
@@ -116,6 +117,8 @@ def variant_label(config) -> str:
       label += " + one-channel view"
   if config.ema_decay:
     label += f" (EMA {config.ema_decay:g})"
+  if config.optimizer.learning_rate != DEFAULT_LEARNING_RATE:
+    label += f" (lr {config.optimizer.learning_rate:g})"
   return label + (f" [seed {config.seed}]" if config.seed else "")
 
 

@@ -203,6 +203,9 @@ def test_variant_labels_from_configs():
       "dynamic stem (K=4, D=8) + subset training per example + one-channel view")
   assert label("multispectral,subsets,fusion=late,bandloss=0.5", "dynamic") == (
       "dynamic stem (K=4, D=8, late fusion, band loss 0.5) + subset training")
+  faster = task1_config.get_config("dynamic", "multispectral,subsets")
+  faster.optimizer.learning_rate = 0.002
+  assert report.variant_label(faster) == "dynamic stem (K=4, D=8) + subset training (lr 0.002)"
   assert label("multispectral,subsets,per_example,fullfirst=3,chanattn", "dynamic") == (
       "dynamic stem (K=4, D=8, attention per channel) + subset training per example, full set "
       "first (3 epochs)")
