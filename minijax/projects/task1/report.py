@@ -31,7 +31,8 @@ of the whole model's FLOPs at that size.
 task1_specialists.{csv,md,json,png}: per subset, the specialists' accuracy (the same backbone
 trained and evaluated on that subset alone; mean over their seeds), each adaptive variant's
 (mean over its seeds), and the gap adaptive - specialist in points; the mean and worst gap.
-Adaptive variants: the rows trained on subsets (or --adaptive labels).
+Adaptive variants: the rows trained on subsets, or with a dynamic / adapter stem trained on the
+full set (or --adaptive labels).
 
 task1_equal_budget.{md,json} (with specialists): per dataset (a multiband kind, or data.name with
 its channels) and adaptive variant, the specialists trained with the same epochs and batch only,
@@ -571,10 +572,17 @@ def _budget(row: dict) -> tuple:
   return row.get("num_epochs"), row.get("batch_size")
 
 
+def _is_adaptive(row: dict) -> bool:
+  """One model meant for every subset: trained on sampled subsets, or a channel-adaptive stem
+  (dynamic, adapter) trained on the full set (issue 29, stage 2f: without subset training)."""
+  return bool(row.get("subset_training")) or (
+      row.get("stem") in ("dynamic", "adapter") and row.get("train_channels") == row.get("full"))
+
+
 def _adaptive_names(groups: dict, adaptive) -> list[str]:
-  """The variants compared with specialists: `adaptive` labels, else the subset-trained ones."""
+  """The variants compared with specialists: `adaptive` labels, else the adaptive ones."""
   return list(adaptive) if adaptive else [n for n, m in groups.items()
-                                          if any(r.get("subset_training") for r in m)]
+                                          if any(map(_is_adaptive, m))]
 
 
 def equal_budget(rows: list[dict], specialists: list[dict], adaptive=None) -> list[dict]:

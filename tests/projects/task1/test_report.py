@@ -244,15 +244,19 @@ def test_specialists_are_matched_by_subset_and_the_gaps_are_adaptive_minus_speci
   seed1 = {**adaptive, "NIR+SWIR": 0.86, "NIR": 0.47}
   rows = [_band_row("dynamic + subset training", adaptive),
           _band_row("dynamic + subset training [seed 1]", seed1),
-          _band_row("naive on R+G+B", 0.3, subset_training=False)]
+          _band_row("naive on R+G+B", 0.3, subset_training=False, stem="conv",
+                    train_channels="R+G+B"),
+          _band_row("dynamic on all bands", 0.7, subset_training=False),
+          _band_row("dynamic on R+G+B", 0.3, subset_training=False, train_channels="R+G+B")]
   specialists = [_specialist("NIR+SWIR", 0.93), _specialist("SWIR+NIR", 0.91, seed=1),
                  _specialist("NIR", 0.50), _specialist("R", 0.25)]
   comparison = report.compare_with_specialists(rows, specialists)
-  # In the table's subset order; 'SWIR+NIR' counts as NIR+SWIR; the naive row trained on one
-  # subset is not an adaptive model.
+  # In the table's subset order; 'SWIR+NIR' counts as NIR+SWIR; the rows trained on one subset
+  # are not adaptive models, the dynamic stem trained on all bands without subsets is.
   assert comparison["subsets"] == ["NIR+SWIR", "R", "NIR"]
   assert comparison["specialist_runs"] == {"NIR+SWIR": 2, "R": 1, "NIR": 1}
-  (variant,) = comparison["variants"]
+  variant, full_set_only = comparison["variants"]
+  assert full_set_only["variant"] == "dynamic on all bands"
   assert variant["variant"] == "dynamic + subset training" and variant["runs"] == 2
   gaps = {s: v["gap"] for s, v in variant["subsets"].items()}
   # By hand: adaptive mean over its 2 seeds minus specialist mean over theirs, in points.
