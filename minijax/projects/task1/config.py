@@ -172,6 +172,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.stem_options.band_loss_weight", options.band_loss_weight,
                       "trains a head on each channel's own stem features: it needs "
                       "model.stem='dynamic' with model.stem_options.fusion='late'")
+  if options.attention_per_channel and not (options.attention and options.num_kernels > 1):
+    raise ConfigError("model.stem_options.attention_per_channel", True,
+                      "mixes the dynamic stem's kernels per channel: it needs "
+                      "model.stem_options.attention=True and num_kernels > 1")
   if options.channel_pooling not in CHANNEL_POOLINGS:
     raise ConfigError("model.stem_options.channel_pooling", options.channel_pooling,
                       f"choose from {CHANNEL_POOLINGS}")

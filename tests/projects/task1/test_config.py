@@ -182,3 +182,14 @@ def test_the_per_channel_attention_config_arg():
   assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
   with pytest.raises(ValueError, match="chanattn apply to the dynamic config"):
     task1_config.get_config("conv", "demo,chanattn")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("demo,chanattn,attn=0", "needs model.stem_options.attention=True"),
+    ("demo,chanattn,k=1", "and num_kernels > 1"),
+])
+def test_the_per_channel_attention_needs_kernels_to_mix(arg, message):
+  config = task1_config.get_config("dynamic", arg)
+  with pytest.raises(ConfigError, match="config.model.stem_options.attention_per_channel=True.*"
+                     + message):
+    projects.validate(config)
