@@ -70,13 +70,16 @@ def _trained_keys(config: ml_collections.ConfigDict) -> dict:
 
 def recipe_signature(config: ml_collections.ConfigDict) -> str:
   """Everything that defines the training run except the model and the seed."""
-  return json.dumps({k: v for k, v in _trained_keys(config).items()
-                     if not k.startswith("model.") and k != "seed"}, sort_keys=True, default=str)
+  return _signature(config, keep=lambda key: not key.startswith("model."))
 
 
 def seed_signature(config: ml_collections.ConfigDict) -> str:
   """Everything that defines the training run except the seed."""
-  return json.dumps({k: v for k, v in _trained_keys(config).items() if k != "seed"},
+  return _signature(config, keep=lambda key: True)
+
+
+def _signature(config: ml_collections.ConfigDict, keep) -> str:
+  return json.dumps({k: v for k, v in _trained_keys(config).items() if k != "seed" and keep(k)},
                     sort_keys=True, default=str)
 
 
