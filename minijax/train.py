@@ -156,6 +156,11 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
   return init_rng, train_rng
 
 
+def initial_variables(experiment: experiment_lib.Experiment, rng: jax.Array) -> dict:
+  """The model's variables as create_train_state initialises them, bit for bit (same compile)."""
+  return jit_cpu(experiment.init_variables, INIT_COMPILER_OPTIONS)(rng)
+
+
 def create_train_state(experiment: experiment_lib.Experiment, tx: optax.GradientTransformation,
                        mesh, rng: jax.Array) -> TrainState:
   def init():

@@ -50,10 +50,12 @@ def test_the_initial_state_is_the_default_compiled_init_bit_for_bit(model, proje
   rng = jax.random.key(3)
   state = train.create_train_state(exp, exp.optimizer(6), sharding.make_mesh(), rng)
   reference = jax.jit(exp.init_variables)(rng)
+  initial = train.initial_variables(exp, rng)  # What tests recompute as the trainer's init.
   for name in ("params", "batch_stats"):
-    got, want = jax.tree.leaves(getattr(state, name)), jax.tree.leaves(reference[name])
-    assert len(got) == len(want) and all(
-        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, want)), name
+    want = jax.tree.leaves(reference[name])
+    for got in (jax.tree.leaves(getattr(state, name)), jax.tree.leaves(initial[name])):
+      assert len(got) == len(want) and all(
+          np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, want)), name
 
 
 def test_training_lowers_the_loss_and_writes_the_report(tmp_path):

@@ -222,8 +222,7 @@ def evaluated_inputs(config, images_u8: np.ndarray, subset: str, variables=None)
   experiment = projects.build(config)
   mesh = sharding.make_mesh()
   if variables is None:  # Compiled, as the trainer does: eagerly, each initializer compiles alone.
-    variables = train.jit_cpu(experiment.init_variables, train.INIT_COMPILER_OPTIONS)(
-        jax.random.key(0))
+    variables = train.initial_variables(experiment, jax.random.key(0))
   recorder = _Recorder()
   evaluator = evaluate.Evaluator(experiment, mesh, config.eval.batch_size)
   with nn.intercept_methods(recorder):

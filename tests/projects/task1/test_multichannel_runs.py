@@ -94,8 +94,7 @@ def _check_dynamic_run(workdir, results, mean, std):
   # The NIR embedding learned (it is drawn in subset training): it moved from the run's own
   # initial value, the trainer's init recomputed bit for bit (its rng and compiled form).
   init_rng, _ = train.seed_rngs(config.seed)
-  initial = jax.device_get(train.jit_cpu(run.experiment.init_variables,
-                                         train.INIT_COMPILER_OPTIONS)(init_rng))
+  initial = jax.device_get(train.initial_variables(run.experiment, init_rng))
   moved = np.abs(initial["params"]["stem"]["embedding"]["embedding"][3]
                  - stem["embedding"]["embedding"][3]).max()
   assert moved > 0, moved
