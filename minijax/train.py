@@ -157,7 +157,8 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def initial_variables(experiment: experiment_lib.Experiment, rng: jax.Array) -> dict:
-  """The model's variables as create_train_state initialises them, bit for bit (same compile)."""
+  """The model's variables as create_train_state initialises them: the same compiler options,
+  the same bits (tests/test_train.py pins it)."""
   return jit_cpu(experiment.init_variables, INIT_COMPILER_OPTIONS)(rng)
 
 
