@@ -8,8 +8,10 @@
 # The plan, in the order it runs (RUNS overrides it). Each run is resumable: rerunning this script
 # resumes a stopped run from its latest checkpoint and skips finished ones (a report/results.json
 # in the workdir). After each run the comparison report over every finished run is rewritten to
-# minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command and commit
-# of each run) for the maintainer to commit, so a lost workdir loses at most one run.
+# minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command, commit
+# and trained config of each run) for the maintainer to commit; the report keeps the rows of
+# results.json whose workdirs are gone (--previous), so a lost workdir loses at most its
+# unfinished run, on this machine or a fresh one.
 #   resnet34      ResNet34, Task 2 recipe, seed 0        (~73 min on a quiet 2-core CPU)
 #   rep4net_s0    Rep4Net, Task 2 recipe, seed 0         (~85 min: 165 img/s at b128 alone)
 #   resnet34_rrc  ResNet34 with a mild random-resized crop (scale 0.64-1): the candidate recipe
@@ -66,11 +68,16 @@ for run in $RUNS; do
   finished=$(ls -d "$ROOT"/*/report/results.json 2>/dev/null | xargs -r -n1 dirname \
              | xargs -r -n1 dirname | paste -sd, -)
   # The ablation's reference is Rep4Net with the Task 2 recipe, seed 0 (else the first workdir,
-  # which in name order would be complexcnn).
-  reference=()
+  # which in name order would be complexcnn), its workdir or its row in the results so far.
+  reference=() previous=()
+  if [ -f "$OUT/results.json" ]; then
+    # The runs of earlier reports whose workdirs are gone (another machine) are kept as recorded.
+    previous=(--previous="$OUT/results.json")
+    grep -q '"workdir": "rep4net_s0"' "$OUT/results.json" && reference=(--reference="$ROOT/rep4net_s0")
+  fi
   [ -f "$ROOT/rep4net_s0/report/results.json" ] && reference=(--reference="$ROOT/rep4net_s0")
   python -m minijax.projects.task2.report --workdirs="$finished" --out="$OUT" "${reference[@]}" \
-      --latency_runs=10 > "$OUT/report.log" 2>&1 \
+      "${previous[@]}" --latency_runs=10 > "$OUT/report.log" 2>&1 \
       && echo "$(date -u +%FT%TZ) report over $finished -> $OUT" \
       || echo "$(date -u +%FT%TZ) report failed: $OUT/report.log"
 done

@@ -1,7 +1,7 @@
 r"""Task 2 comparison report over finished workdirs: CSV, markdown and PNG.
 
   python -m minijax.projects.task2.report --workdirs=W/rep4net,W/resnet34,W/abl_* --out=W/report \
-      [--reference=W/rep4net] [--latency_runs=30]
+      [--reference=W/rep4net] [--latency_runs=30] [--previous=W/report/results.json]
 
 Comparison table (one row per workdir): test accuracy (RGB, the best checkpoint's report; the
 workdir is evaluated and its report written first when it is missing), ratio to the ResNet34
@@ -24,6 +24,9 @@ their test accuracy's mean, sample standard deviation and range, and the mean of
 results.json: the comparison rows with each run's validation accuracy and, where the workdir holds
 them (scripts/task2_full.sh writes them), the command that trained it (command.txt) and the
 commit checked out when it ended (commit.txt): the machine-readable record of a results folder.
+Each record also keeps the run's trained config keys, so that --previous (an earlier results.json)
+carries the rows of runs whose workdirs are gone into this report: columns as recorded, ratios
+and tables recomputed with the live runs (a workdir present again replaces its record).
 """
 import csv
 import glob
@@ -70,22 +73,34 @@ def _trained_keys(config: ml_collections.ConfigDict) -> dict:
 
 def recipe_signature(config: ml_collections.ConfigDict) -> str:
   """Everything that defines the training run except the model and the seed."""
-  return _signature(config, keep=lambda key: not key.startswith("model."))
+  return _recipe(_trained_keys(config))
 
 
 def seed_signature(config: ml_collections.ConfigDict) -> str:
   """Everything that defines the training run except the seed."""
-  return _signature(config, keep=lambda key: True)
-
-
-def _signature(config: ml_collections.ConfigDict, keep) -> str:
-  return json.dumps({k: v for k, v in _trained_keys(config).items() if k != "seed" and keep(k)},
-                    sort_keys=True, default=str)
+  return _seed_group(_trained_keys(config))
 
 
 def config_diff(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict) -> str:
   """'key: reference value -> this value; ...' over the keys that change what is trained."""
-  a, b = _trained_keys(config), _trained_keys(reference)
+  return _diff(_trained_keys(config), _trained_keys(reference))
+
+
+# The same three on the flattened trained keys, which is all a carried-over record keeps.
+def _recipe(trained: dict) -> str:
+  return _signature(trained, keep=lambda key: not key.startswith("model."))
+
+
+def _seed_group(trained: dict) -> str:
+  return _signature(trained, keep=lambda key: True)
+
+
+def _signature(trained: dict, keep) -> str:
+  return json.dumps({k: v for k, v in trained.items() if k != "seed" and keep(k)},
+                    sort_keys=True, default=str)
+
+
+def _diff(a: dict, b: dict) -> str:
   keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
   return "; ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in keys) or "(reference)"
 
@@ -128,7 +143,7 @@ def read_run(run: reporting.Run, config: ml_collections.ConfigDict) -> dict:
   wall = max(m["time"] for m in records) - started if records else nan
   val = [m for m in records if m["split"] == "val"]
   return {"workdir": str(run.workdir), "name": run.workdir.name, "config": config,
-          "model": config.model.name, "test_accuracy": row["accuracy"],
+          "trained": _trained_keys(config), "model": config.model.name, "test_accuracy": row["accuracy"],
           "val_accuracy": val[-1]["accuracy"] if val else nan,
           "epochs": config.num_epochs, "steps": train_rows[-1]["step"] if train_rows else 0,
           "train_images_per_second": statistics.median(rates) if rates else nan,
@@ -163,20 +178,27 @@ def _ratio(accuracy: float, base: float | None):
 
 
 def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[dict]]:
+  """Comparison and ablation rows. A run carried over from an earlier results.json (its
+  "carried" record) keeps its recorded columns; its ratios are recomputed like every run's."""
   resnets: dict[str, list[float]] = {}
   for r in runs:
     if r["model"] == "resnet34":
-      resnets.setdefault(recipe_signature(r["config"]), []).append(r["test_accuracy"])
+      resnets.setdefault(_recipe(r["trained"]), []).append(r["test_accuracy"])
   best_resnet = max((a for accs in resnets.values() for a in accs), default=None)
   comparison = []
   for run in runs:
-    same_recipe = resnets.get(recipe_signature(run["config"]))
-    comparison.append({
-        "workdir": run["name"], "model": run["model"],
-        "test_acc_%": round(100 * run["test_accuracy"], 2),
+    same_recipe = resnets.get(_recipe(run["trained"]))
+    ratios = {
         "ratio_to_resnet34_same_recipe": _ratio(
             run["test_accuracy"], statistics.mean(same_recipe) if same_recipe else None),
-        "ratio_to_best_resnet34": _ratio(run["test_accuracy"], best_resnet),
+        "ratio_to_best_resnet34": _ratio(run["test_accuracy"], best_resnet)}
+    if "carried" in run:
+      comparison.append({key: ratios.get(key, run["carried"].get(key, ""))
+                         for key in COMPARISON_COLUMNS})
+      continue
+    comparison.append({
+        "workdir": run["name"], "model": run["model"],
+        "test_acc_%": round(100 * run["test_accuracy"], 2), **ratios,
         "layers": run["layers"], "params_M": round(run["params_inference"] / 1e6, 3),
         "params_train_form_M": round(run["params_train_form"] / 1e6, 3),
         "inference_GFLOPs": round(run["gflops_per_image"], 4),
@@ -185,22 +207,28 @@ def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[di
         "latency_ms_b1": round(run["latency_ms_batch1"], 2),
         "epochs": run["epochs"], "steps": run["steps"]})
   ablation = []
-  for run in runs:
+  for run, row in zip(runs, comparison):
     if run["model"] != reference["model"]:
       continue
     ablation.append({
-        "workdir": run["name"], "change": config_diff(run["config"], reference["config"]),
-        "test_acc_%": round(100 * run["test_accuracy"], 2),
+        "workdir": run["name"], "change": _diff(run["trained"], reference["trained"]),
+        "test_acc_%": row["test_acc_%"],
         "delta_points": round(100 * (run["test_accuracy"] - reference["test_accuracy"]), 2),
-        "train_min": round(run["train_minutes"], 1)})
+        "train_min": row["train_min"]})
   return comparison, ablation
+
+
+COMPARISON_COLUMNS = (
+    "workdir", "model", "test_acc_%", "ratio_to_resnet34_same_recipe", "ratio_to_best_resnet34",
+    "layers", "params_M", "params_train_form_M", "inference_GFLOPs", "train_img_per_s",
+    "train_min", "wall_min", "latency_ms_b1", "epochs", "steps")
 
 
 def seed_table(runs: list[dict], comparison: list[dict]) -> list[dict]:
   """One row per group of two or more workdirs that differ only in config.seed."""
   groups: dict[str, list[tuple[dict, dict]]] = {}
   for run, row in zip(runs, comparison):
-    groups.setdefault(seed_signature(run["config"]), []).append((run, row))
+    groups.setdefault(_seed_group(run["trained"]), []).append((run, row))
   table = []
   for members in groups.values():
     if len(members) < 2:
@@ -214,7 +242,7 @@ def seed_table(runs: list[dict], comparison: list[dict]) -> list[dict]:
     table.append({
         "model": members[0][0]["model"],
         "workdirs": " ".join(run["name"] for run, _ in members),
-        "seeds": " ".join(str(run["config"].seed) for run, _ in members),
+        "seeds": " ".join(str(run["trained"]["seed"]) for run, _ in members),
         "test_acc_mean_%": round(statistics.mean(accuracy), 2),
         "test_acc_std": round(statistics.stdev(accuracy), 2),
         "test_acc_min_%": min(accuracy), "test_acc_max_%": max(accuracy),
@@ -231,14 +259,47 @@ def _markdown(rows: list[dict]) -> list[str]:
 
 
 def result_record(row: dict, run: dict) -> dict:
-  """A comparison row with the run's validation accuracy and provenance; NaN (no training
+  """A comparison row with the run's validation accuracy, provenance and trained config keys
+  (what lets a later report carry the row over when the workdir is gone); NaN (no training
   metrics) as null, so that results.json is strict JSON."""
-  record = dict(row, **{"val_acc_%": round(100 * run["val_accuracy"], 2)},
-                **{key: run[key] for key in PROVENANCE_FILES})
+  if "carried" in run:
+    record = dict(run["carried"], **row)
+  else:
+    record = dict(row, **{"val_acc_%": round(100 * run["val_accuracy"], 2)},
+                  **{key: run[key] for key in PROVENANCE_FILES})
+  record["trained_config"] = run["trained"]
   return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
-def write(out: pathlib.Path, comparison, ablation, reference, records=(), seeds=()) -> None:
+def carried_runs(results_json: str, live_names: set[str]) -> list[dict]:
+  """The runs of an earlier results.json whose workdirs are not among this report's (by name):
+  kept as recorded, so that losing a finished workdir does not lose its row. A record without
+  trained_config (written before it was recorded) raises ValueError naming the file and run."""
+  path = pathlib.Path(results_json).expanduser()
+  try:
+    records = json.loads(path.read_text())["runs"]
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"--previous={path}: not a results.json written by this report "
+                     f"({type(error).__name__}: {error})") from None
+  runs = []
+  for record in records:
+    if record["workdir"] in live_names:
+      continue  # Its workdir is here: measured afresh.
+    if not isinstance(record.get("trained_config"), dict):
+      raise ValueError(f"--previous={path}: run {record['workdir']!r} has no trained_config, "
+                       "so its recipe cannot be matched; add it or leave the run out")
+    trained = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in record["trained_config"].items()}
+    runs.append({"name": record["workdir"], "model": record["model"], "trained": trained,
+                 "test_accuracy": record["test_acc_%"] / 100,
+                 "carried": {k: ("" if v is None and k.startswith("ratio") else
+                                 float("nan") if v is None else v)
+                             for k, v in record.items() if k != "trained_config"}})
+  return runs
+
+
+def write(out: pathlib.Path, comparison, ablation, reference, records=(), seeds=(),
+          carried=()) -> None:
   out.mkdir(parents=True, exist_ok=True)
   (out / "results.json").write_text(json.dumps(
       {"reference": reference["name"], "runs": list(records), "seeds": list(seeds)},
@@ -250,7 +311,12 @@ def write(out: pathlib.Path, comparison, ablation, reference, records=(), seeds=
         writer.writeheader()
         writer.writerows(rows)
   lines = ["# Task 2: <= 4-layer network vs ResNet34", "",
-           f"Reference (full model, main recipe): `{reference['name']}`.", "", "## Comparison", ""]
+           f"Reference (full model, main recipe): `{reference['name']}`.", ""]
+  if carried:
+    lines += ["Carried over from the previous results.json, their workdirs absent here (columns "
+              "as recorded, ratios recomputed): " + ", ".join(f"`{n}`" for n in carried) + ".",
+              ""]
+  lines += ["## Comparison", ""]
   lines += _markdown(comparison)
   if ablation:
     lines += ["", "## Ablation (vs the reference)", ""] + _markdown(ablation)
@@ -285,7 +351,7 @@ def write(out: pathlib.Path, comparison, ablation, reference, records=(), seeds=
 
 
 def report(workdirs: list[str], out: str, reference: str | None = None,
-           latency_runs: int = 30) -> tuple[list[dict], list[dict]]:
+           latency_runs: int = 30, previous: str | None = None) -> tuple[list[dict], list[dict]]:
   paths = []
   for pattern in workdirs:
     matches = sorted(glob.glob(pattern)) or [pattern]
@@ -296,16 +362,23 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
     row = read_run(run, config)
     row.update(measure(run, latency_runs))
     runs.append(row)
+  carried = carried_runs(previous, {r["name"] for r in runs}) if previous else []
+  runs = carried + runs
   if reference:
     ref_path = pathlib.Path(reference).expanduser().resolve()
-    ref = next((r for r in runs if pathlib.Path(r["workdir"]) == ref_path), None)
+    ref = next((r for r in runs if "carried" not in r and pathlib.Path(r["workdir"]) == ref_path),
+               None)
+    if ref is None:  # A carried run is named by its workdir's name.
+      ref = next((r for r in carried if r["name"] == ref_path.name), None)
     if ref is None:
-      raise ValueError(f"--reference={reference} is not among --workdirs")
+      raise ValueError(f"--reference={reference} is not among --workdirs"
+                       + (" nor the runs of --previous" if previous else ""))
   else:
     ref = next((r for r in runs if r["model"] == "rep4net"), runs[0])
   comparison, ablation = build_tables(runs, ref)
   records = [result_record(row, run) for row, run in zip(comparison, runs)]
-  write(pathlib.Path(out), comparison, ablation, ref, records, seed_table(runs, comparison))
+  write(pathlib.Path(out), comparison, ablation, ref, records, seed_table(runs, comparison),
+        carried=[r["name"] for r in carried])
   return comparison, ablation
 
 
@@ -314,7 +387,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   reporting.quiet_logging()
   args = flags.FLAGS
-  report(args.workdirs, args.out, args.reference, args.latency_runs)
+  report(args.workdirs, args.out, args.reference, args.latency_runs, args.previous)
   print((pathlib.Path(args.out) / "report.md").read_text())
 
 
@@ -325,6 +398,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("reference", None, "The full model's workdir (default: the first "
                       "rep4net workdir listed).")
   flags.DEFINE_integer("latency_runs", 30, "Timed batch-1 forward passes.", lower_bound=1)
+  flags.DEFINE_string("previous", None, "An earlier results.json (e.g. the --out folder's): "
+                      "its runs whose workdirs are not among --workdirs are kept as recorded.")
   flags.mark_flags_as_required(["workdirs", "out"])
 
 

@@ -152,3 +152,43 @@ def test_cli(workdirs, tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   assert "# Task 2: <= 4-layer network vs ResNet34" in done.stdout
   assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_rows_of_lost_workdirs_are_carried_from_the_previous_results(workdirs, tmp_path):
+  """A later report over new workdirs keeps the earlier results.json's runs whose workdirs are
+  gone (scripts/task2_full.sh passes its own results.json): as recorded, ratios recomputed."""
+  reference, ablation, resnet = workdirs
+  first = tmp_path / "first"
+  comparison, _ = report.report([str(reference), str(resnet)], str(first), latency_runs=1)
+  before = {r["workdir"]: r for r in comparison}
+  second = tmp_path / "second"
+  comparison, ablations = report.report(
+      [str(ablation)], str(second), reference=str(reference), latency_runs=1,
+      previous=str(first / "results.json"))
+  rows = {r["workdir"]: r for r in comparison}
+  assert list(rows) == ["rep4net", "resnet34", "rep4net_seed1"]
+  for name in ("rep4net", "resnet34"):  # As recorded, latency included (str: NaN == NaN).
+    assert str(rows[name]) == str(before[name]), name
+  # The live run's ratio is to the carried ResNet34 of the same recipe; the reference (carried,
+  # named by its workdir's name) still names the ablation.
+  assert rows["rep4net_seed1"]["ratio_to_resnet34_same_recipe"] == before["rep4net"][
+      "ratio_to_resnet34_same_recipe"]
+  assert [(a["workdir"], a["change"]) for a in ablations] == [
+      ("rep4net", "(reference)"), ("rep4net_seed1", "seed: 0 -> 1")]
+  data = json.loads((second / "results.json").read_text(), parse_constant=pytest.fail)
+  assert data["reference"] == "rep4net" and len(data["seeds"]) == 1
+  assert [r["workdir"] for r in data["runs"]] == list(rows)
+  assert all(isinstance(r["trained_config"], dict) for r in data["runs"])
+  assert "`rep4net`, `resnet34`" in (second / "report.md").read_text()
+  # A third report over the same: nothing is carried twice; a rerun workdir replaces its record.
+  again, _ = report.report([str(ablation), str(resnet)], str(tmp_path / "third"),
+                           latency_runs=1, previous=str(second / "results.json"))
+  assert [r["workdir"] for r in again] == ["rep4net", "rep4net_seed1", "resnet34"]
+  # A record from before trained_config was recorded cannot be matched: one line naming it.
+  del data["runs"][0]["trained_config"]
+  (tmp_path / "old.json").write_text(json.dumps(data))
+  with pytest.raises(ValueError, match=r"old.json: run 'rep4net' has no trained_config"):
+    report.report([str(ablation)], str(tmp_path / "x"), previous=str(tmp_path / "old.json"))
+  with pytest.raises(ValueError, match=r"--previous=.*missing.json: not a results.json"):
+    report.report([str(ablation)], str(tmp_path / "x"), previous=str(tmp_path / "missing.json"))
