@@ -7,7 +7,7 @@
 #
 # The plan, in the order it runs (RUNS overrides it). Each run is resumable: rerunning this script
 # resumes a stopped run from its latest checkpoint and skips finished ones (a report/results.json
-# in the workdir). After each run the comparison report over every finished run is rewritten to
+# in the workdir, or the run's row in the committed results.json: delete the row to rerun it). After each run the comparison report over every finished run is rewritten to
 # minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command, commit
 # and trained config of each run) for the maintainer to commit; the report keeps the rows of
 # results.json whose workdirs are gone (--previous), so a lost workdir loses at most its
@@ -52,6 +52,10 @@ for run in $RUNS; do
   workdir="$ROOT/$run"
   if [ -f "$workdir/report/results.json" ]; then
     echo "$(date -u +%FT%TZ) $run: finished before, skipped"
+    continue
+  fi
+  if [ -f "$OUT/results.json" ] && grep -q "\"workdir\": \"$run\"" "$OUT/results.json"; then
+    echo "$(date -u +%FT%TZ) $run: recorded in $OUT/results.json (workdir gone), skipped"
     continue
   fi
   echo "$(date -u +%FT%TZ) $run: python -m minijax.main --config=$config --workdir=$workdir"
