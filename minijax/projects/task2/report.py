@@ -34,6 +34,7 @@ import json
 import math
 import pathlib
 import statistics
+import sys
 
 from absl import app, flags
 import jax.numpy as jnp
@@ -356,13 +357,14 @@ def report(workdirs: list[str], out: str, reference: str | None = None,
   for pattern in workdirs:
     matches = sorted(glob.glob(pattern)) or [pattern]
     paths += [pathlib.Path(p).expanduser().resolve() for p in matches]
+  # Read first: a bad --previous fails before any workdir is evaluated or measured.
+  carried = carried_runs(previous, {p.name for p in paths}) if previous else []
   runs = []
   for path in paths:
     config, run = load(path)
     row = read_run(run, config)
     row.update(measure(run, latency_runs))
     runs.append(row)
-  carried = carried_runs(previous, {r["name"] for r in runs}) if previous else []
   runs = carried + runs
   if reference:
     ref_path = pathlib.Path(reference).expanduser().resolve()
@@ -387,7 +389,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   reporting.quiet_logging()
   args = flags.FLAGS
-  report(args.workdirs, args.out, args.reference, args.latency_runs, args.previous)
+  try:
+    report(args.workdirs, args.out, args.reference, args.latency_runs, args.previous)
+  except (ValueError, OSError, KeyError) as error:  # A bad workdir, --reference or --previous.
+    sys.exit(f"task2.report: {error}")
   print((pathlib.Path(args.out) / "report.md").read_text())
 
 

@@ -192,3 +192,20 @@ def test_rows_of_lost_workdirs_are_carried_from_the_previous_results(workdirs, t
     report.report([str(ablation)], str(tmp_path / "x"), previous=str(tmp_path / "old.json"))
   with pytest.raises(ValueError, match=r"--previous=.*missing.json: not a results.json"):
     report.report([str(ablation)], str(tmp_path / "x"), previous=str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workdirs={tmp}/absent"], "no config.json in {tmp}/absent"),
+    (["--workdirs={tmp}/w", "--previous={tmp}/absent.json"], "--previous={tmp}/absent.json"),
+])
+def test_cli_bad_input_is_one_line_naming_it(tmp_path, args, message):
+  _write_config(tmp_path / "w", json.loads(tiny_config("rep4net", project="task2")
+                                           .to_json_best_effort()))
+  done = subprocess.run(
+      [sys.executable, "-m", "minijax.projects.task2.report", f"--out={tmp_path}/out",
+       *[a.format(tmp=tmp_path) for a in args]],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  assert "Traceback" not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1].startswith("task2.report: ")
+  assert message.format(tmp=tmp_path) in done.stderr
