@@ -7,7 +7,8 @@
 #
 # The plan, in the order it runs (RUNS overrides it). Each run is resumable: rerunning this script
 # resumes a stopped run from its latest checkpoint and skips finished ones (a report/results.json
-# in the workdir, or the run's row in the committed results.json: delete the row to rerun it). After each run the comparison report over every finished run is rewritten to
+# in the workdir, or the run's row in the committed results.json: delete the row to rerun it).
+# After each run the comparison report over every finished run is rewritten to
 # minijax/projects/task2/results/full/ (markdown, CSV, and results.json with the command, commit
 # and trained config of each run) for the maintainer to commit; the report keeps the rows of
 # results.json whose workdirs are gone (--previous), so a lost workdir loses at most its
@@ -77,7 +78,8 @@ for run in $RUNS; do
   if [ -f "$OUT/results.json" ]; then
     # The runs of earlier reports whose workdirs are gone (another machine) are kept as recorded.
     previous=(--previous="$OUT/results.json")
-    grep -q '"workdir": "rep4net_s0"' "$OUT/results.json" && reference=(--reference="$ROOT/rep4net_s0")
+    grep -q '"workdir": "rep4net_s0"' "$OUT/results.json" \
+        && reference=(--reference="$ROOT/rep4net_s0")
   fi
   [ -f "$ROOT/rep4net_s0/report/results.json" ] && reference=(--reference="$ROOT/rep4net_s0")
   python -m minijax.projects.task2.report --workdirs="$finished" --out="$OUT" "${reference[@]}" \

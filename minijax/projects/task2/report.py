@@ -144,7 +144,8 @@ def read_run(run: reporting.Run, config: ml_collections.ConfigDict) -> dict:
   wall = max(m["time"] for m in records) - started if records else nan
   val = [m for m in records if m["split"] == "val"]
   return {"workdir": str(run.workdir), "name": run.workdir.name, "config": config,
-          "trained": _trained_keys(config), "model": config.model.name, "test_accuracy": row["accuracy"],
+          "trained": _trained_keys(config), "model": config.model.name,
+          "test_accuracy": row["accuracy"],
           "val_accuracy": val[-1]["accuracy"] if val else nan,
           "epochs": config.num_epochs, "steps": train_rows[-1]["step"] if train_rows else 0,
           "train_images_per_second": statistics.median(rates) if rates else nan,
