@@ -328,6 +328,8 @@ def input_warnings(config, labels) -> list[str]:
   (None: not known without reading the split)."""
   warnings = []
   reduction = models.REDUCTION.get(config.model.name)
+  if reduction and config.model.get("input_stem") == "small":
+    reduction //= 4  # No stride-2 conv1, no max-pool (minijax.models.resnet).
   if reduction and config.data.image_size < reduction:
     warnings.append(
         f"data.image_size={config.data.image_size} is smaller than {config.model.name}'s "

@@ -23,11 +23,15 @@
 #   rep4net_seedrecipe  Rep4Net with the seed's recipe (:seed)
 #   resnet34_rrc_e30  ResNet34 with the crop for 30 epochs (~3 h alone): the crop at 15 epochs
 #                 ended at 91.84% with training at 93% (underfitting), so length is the next lever
+#   resnet34_smallstem  ResNet34 with the small-input stem (`:resnet34,smallstem`: 3x3 stride-1
+#                 conv1, no max-pool; layer4 on 4x4 maps at 28 px, not 1x1): ~18x the FLOPs, about
+#                 a day on this CPU, minutes on a GPU (RUNS=resnet34_smallstem there)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=${TASK2_WORKDIRS:-workdirs/task2_full}
 OUT=${TASK2_RESULTS:-minijax/projects/task2/results/full}
-RUNS=${RUNS:-resnet34 rep4net_s0 resnet34_rrc rep4net_s1 rep4net_s2 complexcnn rep4net_seedrecipe resnet34_rrc_e30}
+RUNS=${RUNS:-resnet34 rep4net_s0 resnet34_rrc rep4net_s1 rep4net_s2 complexcnn rep4net_seedrecipe resnet34_rrc_e30
+      resnet34_smallstem}
 DATA="--config.data.tfds_name=fashion_mnist_idx/28px"
 RRC="--config.input.random_resized_crop=True --config.input.crop_scale=(0.64,1.0)"
 mkdir -p "$ROOT" "$OUT"
@@ -42,6 +46,7 @@ config_of() {
     complexcnn) echo "configs/task2_fashion_mnist.py:complexcnn" ;;
     rep4net_seedrecipe) echo "configs/task2_fashion_mnist.py:rep4net,seed" ;;
     resnet34_rrc_e30) echo "configs/task2_fashion_mnist.py:resnet34 $RRC --config.num_epochs=30" ;;
+    resnet34_smallstem) echo "configs/task2_fashion_mnist.py:resnet34,smallstem" ;;
     *) echo "unknown run $1" >&2; return 1 ;;
   esac
 }

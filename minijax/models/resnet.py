@@ -1,5 +1,10 @@
 """ResNet34 in torchvision's layout with a configurable head (21,310,322 parameters at 50 classes).
 
+`input_stem="small"` replaces the ImageNet stem (7x7 stride-2 conv, stride-2 max-pool: 4x smaller
+maps before layer1) by the small-input one of CIFAR-style ResNets (a 3x3 stride-1 conv, no
+max-pool): at 28-32 px the ImageNet stem leaves layer4 on 1x1 maps; the small one keeps them at
+4x4 (the total reduction goes from 32x to 8x), at ~16x the FLOPs.
+
 Explicit torch-style paddings (not 'SAME') so that strided convs and the stem max-pool see exactly
 the pixels torchvision's do; minijax.tools.torch_interop relies on it for logit parity.
 `weight_init="torch"` initialises as torchvision's resnet34() with a replaced fc does
@@ -38,6 +43,10 @@ class BasicBlock(nn.Module):
     return nn.relu(y + residual)
 
 
+# conv1's (kernel, stride, padding) per input stem; "imagenet" is followed by a stride-2 max-pool.
+INPUT_STEMS = {"imagenet": (7, 2, 3), "small": (3, 1, 1)}
+
+
 class ResNet(nn.Module):
   stage_sizes: Sequence[int]
   num_classes: int = 50
@@ -48,21 +57,27 @@ class ResNet(nn.Module):
   stem: Any = None
   # "flax" or "torch" (not `init`, which is Module.init); a stem keeps its own initialisation.
   weight_init: str = "flax"
+  # "imagenet" (torchvision's) or "small" (3x3 stride-1 conv1, no max-pool; see the docstring).
+  input_stem: str = "imagenet"
 
   @nn.compact
   def __call__(self, x, train: bool = False, **channels):
+    if self.input_stem not in INPUT_STEMS:
+      raise ValueError(f"input_stem={self.input_stem!r}: choose from {sorted(INPUT_STEMS)}")
+    kernel, strides, padding = INPUT_STEMS[self.input_stem]
     x = x.astype(self.dtype)
     if self.stem is not None:
-      x = self.stem(features=self.width, kernel_size=7, strides=2, padding=3, use_bias=False,
-                    dtype=self.dtype, name="stem")(x, **channels)
+      x = self.stem(features=self.width, kernel_size=kernel, strides=strides, padding=padding,
+                    use_bias=False, dtype=self.dtype, name="stem")(x, **channels)
     else:
-      x = conv.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype, name="conv1",
-                  **initializers.resnet_conv_init(self.weight_init))(x)
+      x = conv.Conv(self.width, (kernel,) * 2, (strides,) * 2, padding=((padding,) * 2,) * 2,
+                    use_bias=False, dtype=self.dtype, name="conv1",
+                    **initializers.resnet_conv_init(self.weight_init))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
-    x = pooling.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    if self.input_stem == "imagenet":
+      x = pooling.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1

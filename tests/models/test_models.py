@@ -112,3 +112,24 @@ def test_init_variables_always_has_batch_stats(name, has_batch_norm):
   assert sorted(variables) == ["batch_stats", "params"]
   assert bool(variables["batch_stats"]) == has_batch_norm
   assert models.count_params(variables["params"]) == _count(variables["params"]) > 0
+
+
+@pytest.mark.parametrize("input_stem, layer4_size, conv1_kernel", [("imagenet", 1, 7),
+                                                                   ("small", 4, 3)])
+def test_resnet_input_stem_sets_the_maps_of_a_28px_image(input_stem, layer4_size, conv1_kernel):
+  """The ImageNet stem shrinks 28 px to 7 before layer1 (layer4 on 1x1 maps); the small-input
+  stem (3x3 stride-1 conv1, no max-pool) keeps 28 there (layer4 on 4x4). Same blocks otherwise."""
+  model = ResNet34(num_classes=10, input_stem=input_stem)
+  variables = _abstract_init(model, 28)
+  _, state = jax.eval_shape(lambda v: model.apply(
+      v, jnp.zeros((2, 28, 28, 3)), capture_intermediates=True, mutable=["intermediates"]),
+      variables)
+  layer4 = state["intermediates"]["layer4_2"]["__call__"][0]
+  layer1 = state["intermediates"]["layer1_0"]["__call__"][0]
+  assert layer4.shape == (2, layer4_size, layer4_size, 512)
+  assert layer1.shape[1] == 28 // (4 if input_stem == "imagenet" else 1)
+  assert variables["params"]["conv1"]["kernel"].shape == (conv1_kernel, conv1_kernel, 3, 64)
+  imagenet = _count(_abstract_init(ResNet34(num_classes=10), 28)["params"])
+  assert _count(variables["params"]) - imagenet == 3 * 64 * (conv1_kernel ** 2 - 49)
+  with pytest.raises(ValueError, match="input_stem='cifar': choose from"):
+    _abstract_init(ResNet34(num_classes=10, input_stem="cifar"), 28)

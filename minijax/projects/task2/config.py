@@ -7,6 +7,8 @@ Fields added to the core schema (minijax.config):
   distill.temperature   T
   model.*               with model.name='rep4net': Rep4Net's fields (widths, large_kernel, reparam,
                         dense, attention, heads, head_dim, dropout_rate), its defaults
+  model.input_stem      with resnet34/resnet18: 'imagenet' (torchvision's) or 'small' (3x3 stride-1
+                        conv1, no max-pool: for 28-32 px inputs; config arg 'smallstem')
 """
 import dataclasses
 import pathlib
@@ -15,6 +17,7 @@ import ml_collections
 
 from minijax import config as config_lib
 from minijax.config import ConfigError
+from minijax.models.resnet import INPUT_STEMS
 from minijax.projects.task2.rep4net import Rep4Net
 
 # Rep4Net fields a config may set (its structure; not the classes, dtype or the deploy form).
@@ -28,6 +31,8 @@ def rep4net_defaults() -> dict:
 
 def add_fields(config: ml_collections.ConfigDict) -> None:
   config.distill = ml_collections.ConfigDict(dict(workdir="", weight=0.5, temperature=2.0))
+  if config.model.name in ("resnet34", "resnet18") and "input_stem" not in config.model:
+    config.model.input_stem = "imagenet"  # Or "small": minijax.models.resnet.
   if config.model.name == "rep4net":
     for key, value in rep4net_defaults().items():
       if key not in config.model:
@@ -35,6 +40,9 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+  stem = config.model.get("input_stem")
+  if stem is not None and stem not in INPUT_STEMS:
+    raise ConfigError("model.input_stem", stem, f"choose from {sorted(INPUT_STEMS)}")
   distill = config.distill
   if not 0 <= distill.weight <= 1:
     raise ConfigError("distill.weight", distill.weight, "must be in [0, 1]")
@@ -60,13 +68,18 @@ def task2_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def get_config(arg: str | None) -> ml_collections.ConfigDict:
-  """MODEL[,cpu][,seed][,demo]: see configs/task2_fashion_mnist.py."""
+  """MODEL[,cpu][,seed][,demo][,smallstem]: see configs/task2_fashion_mnist.py."""
   args = config_lib.parse_arg(arg, positional="model", model="rep4net", cpu=False, seed=False,
-                              demo=False)
+                              demo=False, smallstem=False)
   config = config_lib.base_config()
   config.project = "task2"
   config.model.name = args.model
   add_fields(config)
+  if args.smallstem:
+    if "input_stem" not in config.model:
+      raise ConfigError("model.input_stem", "small", f"only ResNets have an input stem, not "
+                        f"{args.model} (config arg 'smallstem')")
+    config.model.input_stem = "small"
   if args.demo:
     config_lib.use_demo(config)
   else:

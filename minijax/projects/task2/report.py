@@ -6,14 +6,15 @@ r"""Task 2 comparison report over finished workdirs: CSV, markdown and PNG.
 Comparison table (one row per workdir): test accuracy (RGB, the best checkpoint's report; the
 workdir is evaluated and its report written first when it is missing), ratio to the ResNet34
 workdirs trained with the same recipe (same config apart from model.* and seed; their mean when
-there are several seeds) and to the best ResNet34 workdir of any recipe (its ceiling as far as
-the workdirs go), layers by the Task 2 rule
-(minijax.projects.task2.layer_count), parameters (training form; merged inference form for
-rep4net), inference GFLOPs per image (XLA cost analysis of the inference form at the config's image
-size), training throughput (median images/s of the logged windows after the first, which holds
-compilation), training wall time, and inference latency (batch 1, median of --latency_runs, on this
-host as it is: other processes' load shows in it). The inference form is the restored best
-checkpoint (its EMA weights when kept), for rep4net merged by rep4net.merge_variables.
+there are several seeds; the ImageNet-stem ResNet34 of the assignment only) and to the best
+ResNet34 workdir of any recipe or input stem (its ceiling as far as the workdirs go), layers by
+the Task 2 rule (minijax.projects.task2.layer_count), parameters (training form; merged inference
+form for rep4net), inference GFLOPs per image (XLA cost analysis of the inference form at the
+config's image size), training throughput (median images/s of the logged windows after the
+first, which holds compilation), training wall time, and inference latency (batch 1, median of
+--latency_runs, on this host as it is: other processes' load shows in it). The inference form is
+the restored best checkpoint (its EMA weights when kept), for rep4net merged by
+rep4net.merge_variables.
 
 Ablation table: every workdir of the reference's model, named by the config keys in which it
 differs from the reference (the full model with the main recipe), with its accuracy difference.
@@ -182,11 +183,13 @@ def _ratio(accuracy: float, base: float | None):
 def build_tables(runs: list[dict], reference: dict) -> tuple[list[dict], list[dict]]:
   """Comparison and ablation rows. A run carried over from an earlier results.json (its
   "carried" record) keeps its recorded columns; its ratios are recomputed like every run's."""
+  # "Same recipe" compares with the assignment's ResNet34 (torchvision's ImageNet stem); a
+  # ResNet34 adapted to small inputs (model.input_stem='small') counts towards the best only.
   resnets: dict[str, list[float]] = {}
   for r in runs:
-    if r["model"] == "resnet34":
+    if r["model"] == "resnet34" and r["trained"].get("model.input_stem", "imagenet") == "imagenet":
       resnets.setdefault(_recipe(r["trained"]), []).append(r["test_accuracy"])
-  best_resnet = max((a for accs in resnets.values() for a in accs), default=None)
+  best_resnet = max((r["test_accuracy"] for r in runs if r["model"] == "resnet34"), default=None)
   comparison = []
   for run in runs:
     same_recipe = resnets.get(_recipe(run["trained"]))

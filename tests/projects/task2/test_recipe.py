@@ -103,3 +103,17 @@ def test_ema_of_the_train_step_by_hand():
   # What validation, the best checkpoint and the report use.
   jax.tree.map(np.testing.assert_array_equal, state.evaluated_variables["params"],
                state.ema_params)
+
+
+def test_smallstem_arg_gives_resnets_the_small_input_stem():
+  plain, small = (task2_config.get_config(arg) for arg in ("resnet34", "resnet34,smallstem"))
+  assert (plain.model.input_stem, small.model.input_stem) == ("imagenet", "small")
+  projects.validate(small)
+  # 28 px under ResNet34's 32x reduction is warned about; with the small stem (8x) it is not.
+  assert [w for w in train.input_warnings(plain, None) if "reduction" in w]
+  assert train.input_warnings(small, None) == []
+  with pytest.raises(ConfigError, match="config.model.input_stem='small'.*not rep4net"):
+    task2_config.get_config("rep4net,smallstem")
+  small.model.input_stem = "cifar"
+  with pytest.raises(ConfigError, match="config.model.input_stem='cifar': choose from"):
+    projects.validate(small)

@@ -209,3 +209,21 @@ def test_cli_bad_input_is_one_line_naming_it(tmp_path, args, message):
   assert "Traceback" not in done.stderr, done.stderr[-3000:]
   assert done.stderr.strip().splitlines()[-1].startswith("task2.report: ")
   assert message.format(tmp=tmp_path) in done.stderr
+
+
+def test_same_recipe_ratio_is_to_the_imagenet_stem_resnet34_and_best_to_any():
+  """A ResNet34 with the small-input stem is a better ResNet34 at 28 px, not the assignment's:
+  it moves the ratio to the best ResNet34, not the same-recipe one."""
+  recipe = {"optimizer.learning_rate": 2e-3, "seed": 0}
+  def run(name, model, accuracy, **model_keys):
+    trained = dict(recipe, **{"model.name": model},
+                   **{f"model.{k}": v for k, v in model_keys.items()})
+    return {"name": name, "model": model, "trained": trained, "test_accuracy": accuracy,
+            "carried": {"workdir": name, "model": model, "test_acc_%": 100 * accuracy}}
+  runs = [run("rep4net", "rep4net", 0.93), run("resnet34", "resnet34", 0.90, input_stem="imagenet"),
+          run("resnet34_small", "resnet34", 0.95, input_stem="small")]
+  comparison, _ = report.build_tables(runs, runs[0])
+  rows = {r["workdir"]: r for r in comparison}
+  assert rows["rep4net"]["ratio_to_resnet34_same_recipe"] == round(0.93 / 0.90, 4)
+  assert rows["rep4net"]["ratio_to_best_resnet34"] == round(0.93 / 0.95, 4)
+  assert rows["resnet34_small"]["ratio_to_resnet34_same_recipe"] == round(0.95 / 0.90, 4)
