@@ -3,7 +3,7 @@
 `input_stem="small"` replaces the ImageNet stem (7x7 stride-2 conv, stride-2 max-pool: 4x smaller
 maps before layer1) by the small-input one of CIFAR-style ResNets (a 3x3 stride-1 conv, no
 max-pool): at 28-32 px the ImageNet stem leaves layer4 on 1x1 maps; the small one keeps them at
-4x4 (the total reduction goes from 32x to 8x), at ~16x the FLOPs.
+4x4 (the total reduction goes from 32x to 8x), at ~18x the FLOPs at 28 px (~2 GFLOPs an image).
 
 Explicit torch-style paddings (not 'SAME') so that strided convs and the stem max-pool see exactly
 the pixels torchvision's do; minijax.tools.torch_interop relies on it for logit parity.
