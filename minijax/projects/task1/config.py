@@ -68,6 +68,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 one (default 0.1: channels start nearly alike; 1: as independent kernels)
   pool=learned  dynamic stem: the present channels weighted by a learned softmax of their names'
                 embeddings instead of their plain mean (default 'mean')
+  poolscale=S   with pool=learned: the scores times S, so the pooling learns S times faster
+                (default 1)
 Every field stays overridable with --config.KEY=VALUE.
 """
 import ml_collections
@@ -99,6 +101,9 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # Dynamic stem: 'mean' = equal weights for the present channels; 'learned' = a softmax over
   # them of a learned score of each channel's name.
   config.model.stem_options.channel_pooling = "mean"
+  # Dynamic stem, channel_pooling='learned': the channels' scores times this (S > 1: the pooling
+  # learns S times faster than with Adam's plain step).
+  config.model.stem_options.pooling_score_scale = 1.0
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
   config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
   # Dynamic stem, late fusion: > 0 adds this weight times a per-channel head's cross-entropy.
@@ -179,6 +184,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if options.channel_pooling not in CHANNEL_POOLINGS:
     raise ConfigError("model.stem_options.channel_pooling", options.channel_pooling,
                       f"choose from {CHANNEL_POOLINGS}")
+  if not options.pooling_score_scale > 0:
+    raise ConfigError("model.stem_options.pooling_score_scale", options.pooling_score_scale,
+                      "must be > 0")
+  if options.pooling_score_scale != 1.0 and options.channel_pooling != "learned":
+    raise ConfigError("model.stem_options.pooling_score_scale", options.pooling_score_scale,
+                      "scales the learned pooling's scores: it needs "
+                      "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
   size = options.adapter_kernel_size
   if not isinstance(size, int) or size < 1 or size % 2 == 0:
     raise ConfigError("model.stem_options.adapter_kernel_size", size,
@@ -255,7 +267,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               fullview=False, soloview=False, distill=0.0,
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
-                              ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False)
+                              ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False,
+                              poolscale=1.0)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -268,9 +281,9 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
-                            "bandloss", "chanattn"} & given:
+                            "bandloss", "chanattn", "poolscale"} & given:
     raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss=, "
-                     "chanattn apply to the dynamic config (configs/task1_dynamic.py)")
+                     "chanattn, poolscale= apply to the dynamic config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -310,6 +323,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.attention_per_channel = args.chanattn
   options.fusion = args.fusion
   options.channel_pooling = args.pool
+  options.pooling_score_scale = args.poolscale
   options.identity_scale = args.ident
   options.band_loss_weight = args.bandloss
   return config

@@ -11,7 +11,8 @@ but are generated, one input channel at a time, from a learned embedding of that
   y                      = sum_i conv(x_i, sum_k pi_k W_k[:, :, i, :]) / (present channels)
                            (fusion='early'; 'late': sum_i relu(conv(...) + bias) / (present))
   channel_pooling='learned': 1 / (present channels) becomes w_i = softmax over the present
-                           channels of <v, e_{c_i}> (v learned, 0 at init: the mean).
+                           channels of s <v, e_{c_i}> (v learned, 0 at init: the mean; s,
+                           pooling_score_scale, speeds its learning).
 
 A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
 absent channels (channel_mask = 0, one mask for the batch or one per example) contribute
@@ -77,6 +78,12 @@ class DynamicConvStem(nn.Module):
   # How the present channels are averaged: "mean" (equal weights) or "learned" (a softmax over the
   # present channels of a learned score of each channel's embedding; equal weights at init).
   channel_pooling: str = "mean"
+  # "learned": the channels' scores are multiplied by this. Adam moves each score entry by ~lr a
+  # step whatever the gradient's size, so at 1 a band's weight needs hundreds of steps to go from
+  # the mean (1/C) to most of the fusion; S > 1 makes the pooling S times faster than the rest
+  # (an equalised learning rate, as the generator's 1/D; issue 29, stage 2i). Equal weights at
+  # init whatever S.
+  pooling_score_scale: float = 1.0
   # The channel-specific part's init std A_k e_i / D against the shared kernel b_k's: 0.1 starts
   # every channel with nearly the same kernel (channel-blind); 1.0 starts them as different as
   # independent kernels (issue 29, two_band: bands that hold unrelated content).
@@ -170,7 +177,8 @@ class DynamicConvStem(nn.Module):
     """
     if self.channel_pooling == "mean":
       return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
-    scores = self.embedding(jnp.asarray(ids)) @ self.pooling_score         # (C,)
+    scores = (self.embedding(jnp.asarray(ids)) @ self.pooling_score
+              * self.pooling_score_scale)                                  # (C,)
     return jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
 
   def attention_weights(self, x, ids, mask) -> jax.Array:

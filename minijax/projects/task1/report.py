@@ -85,7 +85,8 @@ def variant_label(config) -> str:
     if options.fusion == "late":
       extras.append("late fusion")
     if options.channel_pooling == "learned":
-      extras.append("learned pooling")
+      scale = options.get("pooling_score_scale", 1.0)
+      extras.append("learned pooling" + (f" x{scale:g}" if scale != 1.0 else ""))
     if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
     if options.get("attention_per_channel"):

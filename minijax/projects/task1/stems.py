@@ -134,7 +134,9 @@ def dynamic_stem_factory(config):
       input_channels=config.data.channels, num_kernels=options.num_kernels,
       embed_dim=options.embed_dim, attention=options.attention,
       attention_hidden=options.attention_hidden, temperature=options.temperature,
-      attention_per_channel=options.attention_per_channel, fusion=options.fusion, channel_pooling=options.channel_pooling,
+      attention_per_channel=options.attention_per_channel, fusion=options.fusion,
+      channel_pooling=options.channel_pooling,
+      pooling_score_scale=options.get("pooling_score_scale", 1.0),
       identity_scale=options.identity_scale,
       band_classes=config.data.num_classes if options.band_loss_weight else 0)
 

@@ -162,7 +162,7 @@ def test_the_band_loss_config_arg():
   config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
   assert config.model.stem_options.band_loss_weight == 0.5
   projects.validate(config)
-  with pytest.raises(ValueError, match="bandloss=, chanattn apply to the dynamic config"):
+  with pytest.raises(ValueError, match="bandloss=, chanattn, poolscale= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
 
 
@@ -180,8 +180,23 @@ def test_the_per_channel_attention_config_arg():
   assert config.model.stem_options.attention_per_channel
   assert stems.dynamic_stem_factory(config)(features=4).attention_per_channel
   assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
-  with pytest.raises(ValueError, match="chanattn apply to the dynamic config"):
+  with pytest.raises(ValueError, match="chanattn, poolscale= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,chanattn")
+
+
+def test_the_pooling_score_scale_config_arg():
+  config = task1_config.get_config("dynamic", "demo,fusion=late,pool=learned,poolscale=10")
+  assert config.model.stem_options.pooling_score_scale == 10.0
+  projects.validate(config)
+  assert stems.dynamic_stem_factory(config)(features=4).pooling_score_scale == 10.0
+  assert task1_config.get_config("dynamic", "demo").model.stem_options.pooling_score_scale == 1.0
+  with pytest.raises(ConfigError, match="pooling_score_scale=10.0.*needs "
+                     "model.stem_options.channel_pooling='learned'"):
+    projects.validate(task1_config.get_config("dynamic", "demo,poolscale=10"))
+  with pytest.raises(ConfigError, match="pooling_score_scale=0.0.*must be > 0"):
+    projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolscale=0"))
+  with pytest.raises(ValueError, match="poolscale= apply to the dynamic config"):
+    task1_config.get_config("conv", "demo,poolscale=10")
 
 
 @pytest.mark.parametrize("arg, message", [

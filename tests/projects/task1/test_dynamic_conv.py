@@ -4,6 +4,7 @@ mean or learned weighting."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
 
@@ -223,10 +224,11 @@ def test_an_unknown_fusion_is_refused():
     jax.eval_shape(_stem(fusion="middle").init, jax.random.key(0), _x())
 
 
-def _learned_weights(params, ids):
-  """softmax over the channels `ids` of <v, e_c>, from the parameters by hand."""
+def _learned_weights(params, ids, score_scale=1.0):
+  """softmax over the channels `ids` of score_scale <v, e_c>, from the parameters by hand."""
   p = params["params"]
-  scores = np.asarray(p["embedding"]["embedding"])[ids] @ np.asarray(p["pooling_score"])
+  scores = (np.asarray(p["embedding"]["embedding"])[ids] @ np.asarray(p["pooling_score"])
+            * score_scale)
   return np.exp(scores) / np.exp(scores).sum()
 
 
@@ -261,6 +263,49 @@ def test_learned_pooling_starts_as_the_plain_mean(fusion):
   mask = jnp.array([[1, 0, 1, 0, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]], jnp.float32)
   np.testing.assert_allclose(_apply(learned, params, x, np.arange(5), channel_mask=mask),
                              _apply(mean, plain, x, np.arange(5), channel_mask=mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_the_pooling_score_scale_multiplies_the_scores_and_keeps_the_mean_at_init(fusion):
+  names, x, ids = "R,G,B,NIR,SWIR", _x(num_channels=5), np.arange(5)
+  scaled = _stem(channel_names=names, fusion=fusion, channel_pooling="learned",
+                 pooling_score_scale=10.0)
+  params = jax.jit(scaled.init)(jax.random.key(0), x)
+  plain = _stem(channel_names=names, fusion=fusion, channel_pooling="learned")
+  np.testing.assert_allclose(_apply(scaled, params, x, ids), _apply(plain, params, x, ids),
+                             atol=1e-6)  # v = 0 at init: the plain mean whatever the scale.
+  mask = jnp.ones(5)
+  moved = _with_pooling_scores(params, [0.3, -0.2, 0.1, 0.4])  # v, (embed_dim,)
+  weights = scaled.apply(moved, ids, mask, method=DynamicConvStem.channel_weights)
+  np.testing.assert_allclose(weights, _learned_weights(moved, ids, score_scale=10.0), rtol=1e-5)
+  assert not np.allclose(weights, _learned_weights(moved, ids))
+
+
+def test_a_larger_pooling_score_scale_moves_the_channel_weights_faster_under_adam():
+  # Adam steps each score entry by ~lr whatever the gradient's size, so the scale is a learning
+  # rate multiplier for the pooling alone: after the same steps the weights are further from
+  # the mean (what issue 29's stage 2i tests on one_band).
+  names, x, ids = "R,G,B,NIR", _x(num_channels=4, batch=8), np.arange(4)
+  target = jax.nn.relu(x[..., 3:])  # Any target the channels fit unequally.
+
+  def spread_after_steps(scale, steps=10):
+    stem = _stem(channel_names=names, fusion="late", attention=False, features=1,
+                 channel_pooling="learned", pooling_score_scale=scale)
+    params = stem.init(jax.random.key(0), x, ids)
+    optimizer = optax.adam(1e-3)  # Small steps: the linear regime, before the softmax saturates.
+    state = optimizer.init(params)
+
+    def loss(p):
+      return jnp.mean((stem.apply(p, x, ids) - target) ** 2)
+
+    for _ in range(steps):
+      updates, state = optimizer.update(jax.grad(loss)(params), state, params)
+      params = optax.apply_updates(params, updates)
+    return np.asarray(stem.apply(params, ids, jnp.ones(4), method=DynamicConvStem.channel_weights))
+
+  slow, fast = spread_after_steps(1.0), spread_after_steps(10.0)
+  distance = lambda weights: np.abs(weights - 0.25).sum()  # From the plain mean.
+  assert distance(fast) > 3 * distance(slow), (slow, fast)
 
 
 def test_an_unknown_channel_pooling_is_refused():

@@ -209,6 +209,8 @@ def test_variant_labels_from_configs():
   assert label("multispectral,subsets,per_example,fullfirst=3,chanattn", "dynamic") == (
       "dynamic stem (K=4, D=8, attention per channel) + subset training per example, full set "
       "first (3 epochs)")
+  assert label("multispectral,subsets,fusion=late,pool=learned,poolscale=10", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion, learned pooling x10) + subset training")
   assert label("multispectral,subsets,train=R+G+B", "dynamic") == (
       "dynamic stem (K=4, D=8) on R+G+B + subset training")
 
