@@ -266,9 +266,14 @@ def torch_to_flax_variables(model_name: str, state_dict: Mapping[str, Any],
     array = _to_numpy(tensors[torch_key])
     expected = _expected_torch_shape(tuple(target.shape), leaf)
     if tuple(array.shape) != expected:
+      hint = ""
+      if model_name.startswith("resnet") and torch_key == "conv1.weight" and array.ndim == 4 \
+          and array.shape[2:] == (3, 3):
+        hint = ("; a 3x3 conv1 is a small-input stem (minijax's model.input_stem='small'): "
+                "only torchvision's ImageNet stem (7x7 conv1 and a max-pool) converts")
       raise ValueError(f"{model_name}: shape mismatch for {torch_key!r}: state_dict has "
                        f"{tuple(array.shape)}, the model expects {expected} "
-                       f"(flax {'/'.join(path)} {tuple(target.shape)})")
+                       f"(flax {'/'.join(path)} {tuple(target.shape)}){hint}")
     nchw_flattened = model_name == "improvedcnn" and torch_key == "fc1.weight"
     array = _to_flax_layout(array, leaf, nchw_flattened)
     converted[path] = jnp.asarray(array, dtype=target.dtype)

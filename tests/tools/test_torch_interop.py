@@ -210,6 +210,15 @@ def test_shape_mismatch_names_key_and_shapes(complexcnn_case):
     interop.torch_to_flax_variables("complexcnn", state_dict, template)
 
 
+def test_a_small_stem_resnet_is_refused_naming_the_stem():
+  # CIFAR-style ResNets (3x3 stride-1 conv1, no max-pool) are not the seed's layout.
+  state_dict = _torch_model("resnet34", (32, 32)).state_dict()
+  state_dict["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+  _, template = _template("resnet34", (32, 32))
+  with pytest.raises(ValueError, match=r"'conv1.weight'.*\(64, 3, 3, 3\).*small-input stem"):
+    interop.torch_to_flax_variables("resnet34", state_dict, template)
+
+
 def test_improvedcnn_built_for_another_size_is_a_shape_error():
   torch_model = _torch_model("improvedcnn", (64, 64))
   _, template = _template("improvedcnn", (32, 32))
