@@ -57,6 +57,11 @@ scripts/task1_heldout.sh runs it on each set with its specialists; one_band over
 bands 64.3% (specialist 66.1), NIR alone 63.3% (specialist 82.7); with ,fullview,distill=0.5 (2x
 the compute per epoch) 77.4% and 77.6%, which did not transfer to two_band
 (minijax/projects/task1/results/heldout/).
+For bands that are not copies of each other (decoys, a few informative bands), add
+',poolscale=10,full=0.5' (the learned pooling 10x faster, half the draws the full set; stage 2i):
+one_band over seeds 0-2 all bands 82.1%, NIR alone 81.3% (-1.4 to its specialist); held-out
+texture_contrast within 3 points of every specialist; ~3-5 min a run on 2 cores. Not the default:
+on the RGB set it costs RG and G ~5.7 points (two seeds).
 
 ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
   python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \
