@@ -295,12 +295,14 @@ def test_a_larger_pooling_score_scale_moves_the_channel_weights_faster_under_ada
     optimizer = optax.adam(1e-3)  # Small steps: the linear regime, before the softmax saturates.
     state = optimizer.init(params)
 
-    def loss(p):
-      return jnp.mean((stem.apply(p, x, ids) - target) ** 2)
+    @jax.jit
+    def step(params, state):
+      grads = jax.grad(lambda p: jnp.mean((stem.apply(p, x, ids) - target) ** 2))(params)
+      updates, state = optimizer.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
 
     for _ in range(steps):
-      updates, state = optimizer.update(jax.grad(loss)(params), state, params)
-      params = optax.apply_updates(params, updates)
+      params, state = step(params, state)
     return np.asarray(stem.apply(params, ids, jnp.ones(4), method=DynamicConvStem.channel_weights))
 
   slow, fast = spread_after_steps(1.0), spread_after_steps(10.0)
