@@ -70,6 +70,10 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 embeddings instead of their plain mean (default 'mean')
   poolscale=S   with pool=learned: the scores times S, so the pooling learns S times faster
                 (default 1)
+  poolfloor=A   with pool=learned: the weights (1 - A) softmax + A mean, so no present channel
+                falls below A / (present channels) (default 0)
+  poolgrad=mean with pool=learned,fusion=late: straight-through weights: each present channel's
+                features trained as if the weights were the mean's (default 'weights')
 Every field stays overridable with --config.KEY=VALUE.
 """
 import ml_collections
@@ -78,7 +82,7 @@ from minijax import channels, config as config_lib
 from minijax.config import ConfigError
 from minijax.projects.task1 import channel_inputs, stems
 from minijax.projects.task1.dynamic_conv import (CHANNEL_POOLINGS, DEFAULT_IDENTITY_SCALE,
-                                                  FUSIONS)
+                                                  FUSIONS, POOLING_BACKWARDS)
 
 BACKBONES = ("complexcnn", "resnet34", "resnet18", "improvedcnn")
 
@@ -104,6 +108,11 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # Dynamic stem, channel_pooling='learned': the channels' scores times this (S > 1: the pooling
   # learns S times faster than with Adam's plain step).
   config.model.stem_options.pooling_score_scale = 1.0
+  # Dynamic stem, channel_pooling='learned': the weights are (1 - floor) softmax + floor mean.
+  config.model.stem_options.pooling_floor = 0.0
+  # Dynamic stem, channel_pooling='learned', late fusion: 'mean' = straight-through weights (the
+  # channels' features get the mean's share of the gradient); 'weights' = the plain gradient.
+  config.model.stem_options.pooling_backward = "weights"
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
   config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
   # Dynamic stem, late fusion: > 0 adds this weight times a per-channel head's cross-entropy.
@@ -191,6 +200,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.stem_options.pooling_score_scale", options.pooling_score_scale,
                       "scales the learned pooling's scores: it needs "
                       "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
+  if not 0.0 <= options.pooling_floor <= 1.0:
+    raise ConfigError("model.stem_options.pooling_floor", options.pooling_floor,
+                      "must be in [0, 1]")
+  if options.pooling_floor and options.channel_pooling != "learned":
+    raise ConfigError("model.stem_options.pooling_floor", options.pooling_floor,
+                      "floors the learned pooling's weights: it needs "
+                      "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
+  if options.pooling_backward not in POOLING_BACKWARDS:
+    raise ConfigError("model.stem_options.pooling_backward", options.pooling_backward,
+                      f"choose from {POOLING_BACKWARDS}")
+  if options.pooling_backward == "mean" and (options.channel_pooling != "learned"
+                                             or options.fusion != "late"):
+    raise ConfigError("model.stem_options.pooling_backward", options.pooling_backward,
+                      "straight-through weights need model.stem_options.channel_pooling="
+                      "'learned' and fusion='late' (config args pool=learned,fusion=late)")
   size = options.adapter_kernel_size
   if not isinstance(size, int) or size < 1 or size % 2 == 0:
     raise ConfigError("model.stem_options.adapter_kernel_size", size,
@@ -268,7 +292,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
                               ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False,
-                              poolscale=1.0)
+                              poolscale=1.0, poolfloor=0.0, poolgrad="weights")
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -281,9 +305,10 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
-                            "bandloss", "chanattn", "poolscale"} & given:
+                            "bandloss", "chanattn", "poolscale", "poolfloor", "poolgrad"} & given:
     raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss=, "
-                     "chanattn, poolscale= apply to the dynamic config (configs/task1_dynamic.py)")
+                     "chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config "
+                     "(configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -324,6 +349,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.fusion = args.fusion
   options.channel_pooling = args.pool
   options.pooling_score_scale = args.poolscale
+  options.pooling_floor = args.poolfloor
+  options.pooling_backward = args.poolgrad
   options.identity_scale = args.ident
   options.band_loss_weight = args.bandloss
   return config

@@ -12,7 +12,9 @@ but are generated, one input channel at a time, from a learned embedding of that
                            (fusion='early'; 'late': sum_i relu(conv(...) + bias) / (present))
   channel_pooling='learned': 1 / (present channels) becomes w_i = softmax over the present
                            channels of s <v, e_{c_i}> (v learned, 0 at init: the mean; s,
-                           pooling_score_scale, speeds its learning).
+                           pooling_score_scale, speeds its learning; pooling_floor mixes in
+                           the mean; pooling_backward='mean' trains each channel's features as
+                           if the weights were the mean's, straight-through).
 
 A sum over channels, so permuting the input channels together with their ids leaves y unchanged;
 absent channels (channel_mask = 0, one mask for the batch or one per example) contribute
@@ -49,6 +51,7 @@ from minijax.models import conv
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 FUSIONS = ("early", "late")
 CHANNEL_POOLINGS = ("mean", "learned")
+POOLING_BACKWARDS = ("weights", "mean")
 DEFAULT_IDENTITY_SCALE = 0.1  # The config's default and the report's "not the default" test.
 
 
@@ -84,6 +87,15 @@ class DynamicConvStem(nn.Module):
   # (an equalised learning rate, as the generator's 1/D; issue 29, stage 2i). Equal weights at
   # init whatever S.
   pooling_score_scale: float = 1.0
+  # "learned": w_i = (1 - floor) softmax_i + floor / (present channels), so no present channel's
+  # weight falls below floor / (present): the fast pooling otherwise leaves one of two correlated
+  # channels (RGB) nearly untrained in the mixtures (issue 29, stage 2j).
+  pooling_floor: float = 0.0
+  # "learned", late fusion: "weights" = the plain gradient; "mean" = straight-through: the forward
+  # pass weighs the channels' features by w, the backward pass gives each present channel's
+  # features the mean's share 1/(present) of the output's gradient (the pooling's scores still
+  # get theirs), so a channel the pooling neglects keeps learning (issue 29, stage 2j).
+  pooling_backward: str = "weights"
   # The channel-specific part's init std A_k e_i / D against the shared kernel b_k's: 0.1 starts
   # every channel with nearly the same kernel (channel-blind); 1.0 starts them as different as
   # independent kernels (issue 29, two_band: bands that hold unrelated content).
@@ -101,6 +113,15 @@ class DynamicConvStem(nn.Module):
     if self.channel_pooling not in CHANNEL_POOLINGS:
       raise ValueError(f"channel_pooling must be one of {CHANNEL_POOLINGS}, "
                        f"got {self.channel_pooling!r}")
+    if self.pooling_backward not in POOLING_BACKWARDS:
+      raise ValueError(f"pooling_backward must be one of {POOLING_BACKWARDS}, "
+                       f"got {self.pooling_backward!r}")
+    if self.pooling_backward == "mean" and (self.fusion != "late"
+                                            or self.channel_pooling != "learned"):
+      raise ValueError("pooling_backward='mean' (straight-through weights) needs fusion='late' "
+                       "and channel_pooling='learned'")
+    if not 0.0 <= self.pooling_floor <= 1.0:
+      raise ValueError(f"pooling_floor must be in [0, 1], got {self.pooling_floor}")
     if self.band_classes and self.fusion != "late":
       raise ValueError("band_classes (a per-channel head) needs fusion='late': early fusion has "
                        "no per-channel features")
@@ -179,7 +200,12 @@ class DynamicConvStem(nn.Module):
       return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
     scores = (self.embedding(jnp.asarray(ids)) @ self.pooling_score
               * self.pooling_score_scale)                                  # (C,)
-    return jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
+    learned = jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
+    learned = jnp.where(mask > 0, learned, 0.0)
+    if self.pooling_floor:
+      mean = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+      learned = (1.0 - self.pooling_floor) * learned + self.pooling_floor * mean
+    return learned
 
   def attention_weights(self, x, ids, mask) -> jax.Array:
     """pi(x): (B, K) softmax weights from the per-channel tokens [GAP(x_i), e_{c_i}] pooled over
@@ -217,7 +243,7 @@ class DynamicConvStem(nn.Module):
     weights = (self.attention_weights(x, ids, mask)                 # (B, K), per channel (B, C, K)
                if self.attention and self._num_generated() > 1 else None)
     if self.fusion == "late":
-      return self._late_fusion(x, kernels, weights, scale)
+      return self._late_fusion(x, kernels, weights, scale, mask)
     # Early: the mean is folded into the kernel for one mask, into the input for a mask per
     # example (the conv is linear in both).
     weighted = x
@@ -248,7 +274,7 @@ class DynamicConvStem(nn.Module):
         inputs.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
         ((self.padding, self.padding),) * 2, dimension_numbers=_DIMENSIONS)
 
-  def _late_fusion(self, x, kernels, weights, scale):
+  def _late_fusion(self, x, kernels, weights, scale, mask):
     """sum_i scale_i relu(conv(x_i, sum_k pi_k W_k[i]) + bias), one conv per input channel.
 
     A conv per channel (C small ones, unrolled) rather than one conv grouped by channel: the
@@ -271,4 +297,12 @@ class DynamicConvStem(nn.Module):
       pooled = jnp.mean(stacked_outputs.astype(jnp.float32), axis=(1, 2))    # (B, C, F)
       self.sow("intermediates", "band_logits", self.band_head(pooled))
     scale = scale if scale.ndim == 1 else scale[:, None, None, :]
+    if self.pooling_backward == "mean":
+      # Forward: sum_i w_i f_i (f - stop_gradient(f) is 0). Backward: f_i gets the mean's share,
+      # w_i gets f_i (straight-through weights).
+      mean = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+      mean = mean if mean.ndim == 1 else mean[:, None, None, :]
+      frozen = jax.lax.stop_gradient(stacked_outputs)
+      return jnp.sum(frozen * scale[..., None].astype(self.dtype)
+                     + (stacked_outputs - frozen) * mean[..., None].astype(self.dtype), axis=-2)
     return jnp.sum(stacked_outputs * scale[..., None].astype(self.dtype), axis=-2)

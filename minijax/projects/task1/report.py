@@ -87,6 +87,10 @@ def variant_label(config) -> str:
     if options.channel_pooling == "learned":
       scale = options.get("pooling_score_scale", 1.0)
       extras.append("learned pooling" + (f" x{scale:g}" if scale != 1.0 else ""))
+      if options.get("pooling_floor"):
+        extras.append(f"pooling floor {options.pooling_floor:g}")
+      if options.get("pooling_backward", "weights") == "mean":
+        extras.append("straight-through pooling")
     if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
     if options.get("attention_per_channel"):

@@ -137,6 +137,8 @@ def dynamic_stem_factory(config):
       attention_per_channel=options.attention_per_channel, fusion=options.fusion,
       channel_pooling=options.channel_pooling,
       pooling_score_scale=options.get("pooling_score_scale", 1.0),
+      pooling_floor=options.get("pooling_floor", 0.0),
+      pooling_backward=options.get("pooling_backward", "weights"),
       identity_scale=options.identity_scale,
       band_classes=config.data.num_classes if options.band_loss_weight else 0)
 

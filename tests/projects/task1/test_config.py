@@ -162,7 +162,7 @@ def test_the_band_loss_config_arg():
   config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
   assert config.model.stem_options.band_loss_weight == 0.5
   projects.validate(config)
-  with pytest.raises(ValueError, match="bandloss=, chanattn, poolscale= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="bandloss=, chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
 
 
@@ -180,7 +180,7 @@ def test_the_per_channel_attention_config_arg():
   assert config.model.stem_options.attention_per_channel
   assert stems.dynamic_stem_factory(config)(features=4).attention_per_channel
   assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
-  with pytest.raises(ValueError, match="chanattn, poolscale= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,chanattn")
 
 
@@ -195,7 +195,7 @@ def test_the_pooling_score_scale_config_arg():
     projects.validate(task1_config.get_config("dynamic", "demo,poolscale=10"))
   with pytest.raises(ConfigError, match="pooling_score_scale=0.0.*must be > 0"):
     projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolscale=0"))
-  with pytest.raises(ValueError, match="poolscale= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,poolscale=10")
 
 
@@ -208,3 +208,22 @@ def test_the_per_channel_attention_needs_kernels_to_mix(arg, message):
   with pytest.raises(ConfigError, match="config.model.stem_options.attention_per_channel=True.*"
                      + message):
     projects.validate(config)
+
+
+def test_the_pooling_floor_and_straight_through_config_args():
+  config = task1_config.get_config(
+      "dynamic", "demo,fusion=late,pool=learned,poolfloor=0.5,poolgrad=mean")
+  projects.validate(config)
+  stem = stems.dynamic_stem_factory(config)(features=4)
+  assert (stem.pooling_floor, stem.pooling_backward) == (0.5, "mean")
+  default = task1_config.get_config("dynamic", "demo").model.stem_options
+  assert (default.pooling_floor, default.pooling_backward) == (0.0, "weights")
+  for arg, message in (
+      ("demo,poolfloor=0.5", "pooling_floor=0.5.*needs model.stem_options.channel_pooling"),
+      ("demo,pool=learned,poolfloor=1.5", "pooling_floor=1.5.*must be in \\[0, 1\\]"),
+      ("demo,pool=learned,poolgrad=mean", "pooling_backward='mean'.*fusion='late'"),
+      ("demo,fusion=late,pool=learned,poolgrad=sum", "pooling_backward='sum'.*choose from")):
+    with pytest.raises(ConfigError, match=message):
+      projects.validate(task1_config.get_config("dynamic", arg))
+  with pytest.raises(ValueError, match="poolgrad= apply to the dynamic config"):
+    task1_config.get_config("conv", "demo,poolgrad=mean")

@@ -310,6 +310,55 @@ def test_a_larger_pooling_score_scale_moves_the_channel_weights_faster_under_ada
   assert distance(fast) > 3 * distance(slow), (slow, fast)
 
 
+def test_the_pooling_floor_mixes_the_mean_into_the_learned_weights():
+  names, x, ids = "R,G,B,NIR,SWIR", _x(num_channels=5), np.arange(5)
+  stem = _stem(channel_names=names, fusion="late", channel_pooling="learned", pooling_floor=0.4)
+  params = _with_pooling_scores(jax.jit(stem.init)(jax.random.key(0), x), [3.0, -2.0, 1.0, 4.0])
+  mask = jnp.array([[1, 1, 1, 1, 1], [0, 1, 0, 1, 1]], jnp.float32)
+  weights = np.asarray(stem.apply(params, ids, mask, method=DynamicConvStem.channel_weights))
+  np.testing.assert_allclose(weights[0], 0.6 * _learned_weights(params, ids) + 0.4 / 5,
+                             rtol=1e-5)
+  present = np.array([1, 3, 4])
+  np.testing.assert_allclose(weights[1, present],
+                             0.6 * _learned_weights(params, present) + 0.4 / 3, rtol=1e-5)
+  assert not np.any(weights[1, [0, 2]])  # Absent channels still weigh nothing.
+  assert weights.min(where=np.asarray(mask) > 0, initial=1.0) >= 0.4 / 5 - 1e-7
+
+
+def test_straight_through_pooling_keeps_the_forward_pass_and_gives_the_features_the_means_gradient():
+  # Forward: the learned weights w. Backward: each present channel's features f_i get the mean's
+  # share of the output's gradient instead of w_i's, so (the forward pass being the same) its
+  # kernel's gradient is the plain one times mean_i / w_i; the scores get the plain gradient.
+  names, x, ids = "R,G,B,NIR", _x(num_channels=4), np.arange(4)
+  mask = jnp.array([1, 1, 0, 1], jnp.float32)
+  kwargs = dict(channel_names=names, fusion="late", attention=False, channel_pooling="learned")
+  learned, straight = _stem(**kwargs), _stem(**kwargs, pooling_backward="mean")
+  params = _with_pooling_scores(jax.jit(learned.init)(jax.random.key(0), x), [3.0, -2.0, 1.0, 4.0])
+  np.testing.assert_allclose(_apply(straight, params, x, ids, channel_mask=mask),
+                             _apply(learned, params, x, ids, channel_mask=mask), atol=1e-6)
+  kernels = learned.apply(params, ids, method=DynamicConvStem.kernels)  # (1, kh, kw, C, F)
+
+  def gradients(stem):
+    loss = lambda p, k: jnp.sum(stem.apply(p, x, ids, channel_mask=mask, kernels=k) ** 2)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, kernels)
+
+  (plain_params, plain_kernels), (st_params, st_kernels) = gradients(learned), gradients(straight)
+  weights = np.asarray(learned.apply(params, ids, mask, method=DynamicConvStem.channel_weights))
+  present = np.asarray(mask) > 0
+  ratio = np.where(present, (1 / 3) / np.where(present, weights, 1.0), 0.0)
+  np.testing.assert_allclose(st_kernels, np.asarray(plain_kernels) * ratio[:, None],
+                             rtol=1e-4, atol=1e-6)
+  assert not np.allclose(st_kernels, plain_kernels, atol=1e-4)
+  np.testing.assert_allclose(st_params["params"]["pooling_score"],
+                             plain_params["params"]["pooling_score"], rtol=1e-4, atol=1e-6)
+
+
+def test_straight_through_pooling_needs_late_fusion_and_learned_pooling():
+  for kwargs in (dict(fusion="early", channel_pooling="learned"), dict(fusion="late")):
+    with pytest.raises(ValueError, match="pooling_backward='mean'.*needs fusion='late'"):
+      jax.eval_shape(_stem(pooling_backward="mean", **kwargs).init, jax.random.key(0), _x())
+
+
 def test_an_unknown_channel_pooling_is_refused():
   with pytest.raises(ValueError, match="channel_pooling must be one of"):
     jax.eval_shape(_stem(channel_pooling="max").init, jax.random.key(0), _x())
