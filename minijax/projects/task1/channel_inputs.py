@@ -219,6 +219,36 @@ def two_view_loss(loss, distill_weight: float):
   return two_view
 
 
+def _sown(intermediates, name: str) -> jax.Array:
+  found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]
+           if any(getattr(key, "key", None) == name for key in path)]
+  if len(found) != 1:
+    raise ValueError(f"expected one sown {name!r}, found {len(found)}")
+  return found[0]
+
+
+def pooling_entropy_loss(weight: float):
+  """`weight` times 1 - H(w) / log C of the dynamic stem's learned pooling weights over the
+  input's C channels (DynamicConvStem.sow_pooling_weights): 0 at the plain mean, 1 with all the
+  weight on one channel. A pull towards equal weights that the main loss overcomes only where
+  a channel consistently costs it (one_band's decoys), not where the fast pooling would pick
+  one of several correlated channels by chance (RGB; issue 29, stage 2j)."""
+  def aux(intermediates, targets):
+    del targets
+    weights = _sown(intermediates, "pooling_weights")                     # (C,)
+    entropy = -jnp.sum(weights * jnp.log(jnp.maximum(weights, 1e-12)))
+    return weight * (1.0 - entropy / jnp.log(weights.shape[-1]))
+  return aux
+
+
+def summed_losses(*aux_losses):
+  """One aux loss from several (None entries skipped); None when there are none."""
+  present = [aux for aux in aux_losses if aux is not None]
+  if not present:
+    return None
+  return lambda intermediates, targets: sum(aux(intermediates, targets) for aux in present)
+
+
 def band_loss(weight: float):
   """The auxiliary loss of the dynamic stem's per-channel head (DynamicConvStem.band_classes):
   `weight` times the mean over examples and channels of each channel's cross-entropy with the
@@ -226,11 +256,7 @@ def band_loss(weight: float):
   band's own evidence is trained in every step, against a shortcut band that solves the subsets
   holding it first (issue 29, two_band)."""
   def aux(intermediates, targets):
-    found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]
-             if any(getattr(key, "key", None) == "band_logits" for key in path)]
-    if len(found) != 1:
-      raise ValueError(f"band_loss expects one sown 'band_logits', found {len(found)}")
-    logits = found[0]                                                      # (B, C, classes)
+    logits = _sown(intermediates, "band_logits")                           # (B, C, classes)
     channels_count = logits.shape[1]
     targets = jnp.repeat(targets, channels_count, axis=0)
     return weight * losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)

@@ -72,6 +72,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 (default 1)
   poolfloor=A   with pool=learned: the weights (1 - A) softmax + A mean, so no present channel
                 falls below A / (present channels) (default 0)
+  poolent=W     with pool=learned: adds W (1 - H(w) / log C), the learned pooling weights' lost
+                entropy, to the loss: a pull towards equal weights (default 0)
   poolgrad=mean with pool=learned,fusion=late: straight-through weights: each present channel's
                 features trained as if the weights were the mean's (default 'weights')
 Every field stays overridable with --config.KEY=VALUE.
@@ -113,6 +115,8 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   # Dynamic stem, channel_pooling='learned', late fusion: 'mean' = straight-through weights (the
   # channels' features get the mean's share of the gradient); 'weights' = the plain gradient.
   config.model.stem_options.pooling_backward = "weights"
+  # Dynamic stem, channel_pooling='learned': W > 0 adds W (1 - H(w) / log C) to the loss.
+  config.model.stem_options.pooling_entropy_weight = 0.0
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
   config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
   # Dynamic stem, late fusion: > 0 adds this weight times a per-channel head's cross-entropy.
@@ -207,6 +211,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.stem_options.pooling_floor", options.pooling_floor,
                       "floors the learned pooling's weights: it needs "
                       "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
+  if not options.pooling_entropy_weight >= 0:
+    raise ConfigError("model.stem_options.pooling_entropy_weight",
+                      options.pooling_entropy_weight, "must be >= 0")
+  if options.pooling_entropy_weight and (stem != "dynamic"
+                                         or options.channel_pooling != "learned"):
+    raise ConfigError("model.stem_options.pooling_entropy_weight",
+                      options.pooling_entropy_weight,
+                      "is a loss on the learned pooling's weights: it needs model.stem='dynamic' "
+                      "with model.stem_options.channel_pooling='learned' (config arg pool=learned)")
   if options.pooling_backward not in POOLING_BACKWARDS:
     raise ConfigError("model.stem_options.pooling_backward", options.pooling_backward,
                       f"choose from {POOLING_BACKWARDS}")
@@ -292,7 +305,8 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               backbone="complexcnn", fill="seed", train="", specialist="", k=4,
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
                               ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False,
-                              poolscale=1.0, poolfloor=0.0, poolgrad="weights")
+                              poolscale=1.0, poolfloor=0.0, poolgrad="weights",
+                              poolent=0.0)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -305,10 +319,11 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
     raise ValueError("config arg specialist= is a naive model (configs/task1_naive.py) trained on "
                      "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
-                            "bandloss", "chanattn", "poolscale", "poolfloor", "poolgrad"} & given:
+                            "bandloss", "chanattn", "poolscale", "poolfloor", "poolgrad",
+                            "poolent"} & given:
     raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss=, "
-                     "chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config "
-                     "(configs/task1_dynamic.py)")
+                     "chanattn, poolscale=, poolfloor=, poolgrad=, poolent= apply to the dynamic "
+                     "config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -351,6 +366,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.pooling_score_scale = args.poolscale
   options.pooling_floor = args.poolfloor
   options.pooling_backward = args.poolgrad
+  options.pooling_entropy_weight = args.poolent
   options.identity_scale = args.ident
   options.band_loss_weight = args.bandloss
   return config

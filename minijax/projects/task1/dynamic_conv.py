@@ -105,6 +105,10 @@ class DynamicConvStem(nn.Module):
   # the 'intermediates' collection as 'band_logits' for an auxiliary per-band loss
   # (band_loss, issue 29). Every channel's, present or not: the input holds all of them in training.
   band_classes: int = 0
+  # True ("learned" pooling): the input's channels' weights softmax(s <v, e_c>) over all of them,
+  # (C,), are sown into 'intermediates' as 'pooling_weights' for a loss on their entropy
+  # (pooling_entropy_loss, issue 29, stage 2j).
+  sow_pooling_weights: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -122,6 +126,8 @@ class DynamicConvStem(nn.Module):
                        "and channel_pooling='learned'")
     if not 0.0 <= self.pooling_floor <= 1.0:
       raise ValueError(f"pooling_floor must be in [0, 1], got {self.pooling_floor}")
+    if self.sow_pooling_weights and self.channel_pooling != "learned":
+      raise ValueError("sow_pooling_weights needs channel_pooling='learned'")
     if self.band_classes and self.fusion != "late":
       raise ValueError("band_classes (a per-channel head) needs fusion='late': early fusion has "
                        "no per-channel features")
@@ -240,6 +246,9 @@ class DynamicConvStem(nn.Module):
       kernels = self.kernels(ids)
     # The (weighted) mean over present channels (absent ones get weight 0).
     scale = self.channel_weights(ids, mask)
+    if self.sow_pooling_weights:
+      self.sow("intermediates", "pooling_weights",
+               self.channel_weights(ids, jnp.ones((num_channels,), jnp.float32)))
     weights = (self.attention_weights(x, ids, mask)                 # (B, K), per channel (B, C, K)
                if self.attention and self._num_generated() > 1 else None)
     if self.fusion == "late":

@@ -29,8 +29,11 @@ def build(config) -> experiment.Experiment:
   loss = base.loss
   if sampling.enabled and sampling.full_view:
     loss = channel_inputs.two_view_loss(loss, sampling.distill_weight)
-  weight = config.model.stem_options.band_loss_weight
+  options = config.model.stem_options
+  band_weight, entropy_weight = options.band_loss_weight, options.get("pooling_entropy_weight", 0.0)
   return dataclasses.replace(
       base, train_inputs=train_inputs, eval_inputs=eval_inputs, loss=loss,
-      aux_loss=channel_inputs.band_loss(weight) if weight else None,
+      aux_loss=channel_inputs.summed_losses(
+          channel_inputs.band_loss(band_weight) if band_weight else None,
+          channel_inputs.pooling_entropy_loss(entropy_weight) if entropy_weight else None),
       init_inputs=lambda: (jnp.zeros((1, size, size, num_inputs), jnp.float32), {}))

@@ -91,6 +91,8 @@ def variant_label(config) -> str:
         extras.append(f"pooling floor {options.pooling_floor:g}")
       if options.get("pooling_backward", "weights") == "mean":
         extras.append("straight-through pooling")
+      if options.get("pooling_entropy_weight"):
+        extras.append(f"pooling entropy {options.pooling_entropy_weight:g}")
     if options.identity_scale != dynamic_conv.DEFAULT_IDENTITY_SCALE:
       extras.append(f"identity init {options.identity_scale:g}")
     if options.get("attention_per_channel"):

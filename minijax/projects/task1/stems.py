@@ -140,7 +140,8 @@ def dynamic_stem_factory(config):
       pooling_floor=options.get("pooling_floor", 0.0),
       pooling_backward=options.get("pooling_backward", "weights"),
       identity_scale=options.identity_scale,
-      band_classes=config.data.num_classes if options.band_loss_weight else 0)
+      band_classes=config.data.num_classes if options.band_loss_weight else 0,
+      sow_pooling_weights=bool(options.get("pooling_entropy_weight", 0.0)))
 
 
 GEOMETRY_KEYS = ("features", "kernel_size", "strides", "padding", "use_bias")

@@ -162,7 +162,7 @@ def test_the_band_loss_config_arg():
   config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
   assert config.model.stem_options.band_loss_weight == 0.5
   projects.validate(config)
-  with pytest.raises(ValueError, match="bandloss=, chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="bandloss=, chanattn, .*poolent= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
 
 
@@ -180,7 +180,7 @@ def test_the_per_channel_attention_config_arg():
   assert config.model.stem_options.attention_per_channel
   assert stems.dynamic_stem_factory(config)(features=4).attention_per_channel
   assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
-  with pytest.raises(ValueError, match="chanattn, poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="chanattn, poolscale=, .*poolent= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,chanattn")
 
 
@@ -195,7 +195,7 @@ def test_the_pooling_score_scale_config_arg():
     projects.validate(task1_config.get_config("dynamic", "demo,poolscale=10"))
   with pytest.raises(ConfigError, match="pooling_score_scale=0.0.*must be > 0"):
     projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolscale=0"))
-  with pytest.raises(ValueError, match="poolscale=, poolfloor=, poolgrad= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="poolscale=, .*poolent= apply to the dynamic config"):
     task1_config.get_config("conv", "demo,poolscale=10")
 
 
@@ -225,5 +225,19 @@ def test_the_pooling_floor_and_straight_through_config_args():
       ("demo,fusion=late,pool=learned,poolgrad=sum", "pooling_backward='sum'.*choose from")):
     with pytest.raises(ConfigError, match=message):
       projects.validate(task1_config.get_config("dynamic", arg))
-  with pytest.raises(ValueError, match="poolgrad= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="poolgrad=, poolent= apply to the dynamic"):
     task1_config.get_config("conv", "demo,poolgrad=mean")
+
+
+def test_the_pooling_entropy_config_arg():
+  config = task1_config.get_config("dynamic", "demo,fusion=late,pool=learned,poolent=0.1")
+  projects.validate(config)
+  assert config.model.stem_options.pooling_entropy_weight == 0.1
+  assert stems.dynamic_stem_factory(config)(features=4).sow_pooling_weights
+  assert not stems.dynamic_stem_factory(
+      task1_config.get_config("dynamic", "demo,pool=learned"))(features=4).sow_pooling_weights
+  with pytest.raises(ConfigError, match="pooling_entropy_weight=0.1.*needs model.stem='dynamic' "
+                     "with model.stem_options.channel_pooling='learned'"):
+    projects.validate(task1_config.get_config("dynamic", "demo,poolent=0.1"))
+  with pytest.raises(ConfigError, match="pooling_entropy_weight=-1.0.*must be >= 0"):
+    projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolent=-1"))

@@ -134,3 +134,56 @@ def test_bandloss_builds_a_head_for_every_class_and_the_aux_loss():
       "model.stem": "dynamic", "model.stem_options.fusion": "late"}))
   assert plain.aux_loss is None
   assert "band_head" not in jax.eval_shape(plain.init_variables, jax.random.key(0))["params"]["stem"]
+
+
+def test_the_pooling_entropy_loss_is_its_weight_times_the_lost_share_of_the_entropy():
+  loss = channel_inputs.pooling_entropy_loss(0.5)
+  uniform = {"stem": {"pooling_weights": (jnp.full((4,), 0.25),)}}
+  np.testing.assert_allclose(loss(uniform, None), 0.0, atol=1e-6)
+  one_hot = {"stem": {"pooling_weights": (jnp.array([0.0, 0.0, 0.0, 1.0]),)}}
+  np.testing.assert_allclose(loss(one_hot, None), 0.5, rtol=1e-6)
+  weights = jnp.array([0.1, 0.2, 0.3, 0.4])
+  entropy = -np.sum(np.asarray(weights) * np.log(np.asarray(weights)))
+  np.testing.assert_allclose(loss({"stem": {"pooling_weights": (weights,)}}, None),
+                             0.5 * (1 - entropy / np.log(4)), rtol=1e-5)
+  both = channel_inputs.summed_losses(None, loss, lambda sown, targets: 2.0)
+  np.testing.assert_allclose(both(one_hot, None), 2.5, rtol=1e-6)
+  assert channel_inputs.summed_losses(None, None) is None
+
+
+def test_poolent_sows_the_pooling_weights_and_its_loss_pulls_them_towards_the_mean():
+  # Scores moved off 0 by hand; steps with a zero main loss (the learning rate's only work is
+  # the entropy loss) must bring the weights back towards equal.
+  config = tiny_config("complexcnn", project="task1", **{
+      "model.stem": "dynamic", "model.stem_options.fusion": "late",
+      "model.stem_options.channel_pooling": "learned",
+      "model.stem_options.pooling_entropy_weight": 1.0,
+      "optimizer.learning_rate": 0.05})  # Steps large enough to see in three.
+  experiment = projects.build(config)
+  assert experiment.aux_loss is not None
+  plain = projects.build(tiny_config("complexcnn", project="task1", **{
+      "model.stem": "dynamic", "model.stem_options.channel_pooling": "learned"}))
+  assert plain.aux_loss is None
+  silent = dataclasses.replace(experiment, loss=lambda logits, targets, inputs, frozen:
+                               0.0 * jnp.sum(logits))
+  state = train.create_train_state(silent, silent.optimizer(6), sharding.make_mesh(),
+                                   jax.random.key(0))
+  params = state.params
+  params["stem"]["pooling_score"] = jnp.array([2.0, -1.0, 0.5, 1.5, -0.5, 1.0, 0.0, -2.0][
+      :params["stem"]["pooling_score"].shape[0]])
+  state = state.replace(params=params)
+
+  def spread(state):
+    stem = state.params["stem"]
+    scores = stem["embedding"]["embedding"] @ stem["pooling_score"]
+    weights = np.asarray(jax.nn.softmax(scores))
+    return np.abs(weights - 1 / weights.size).sum()
+
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
+           "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  step = jax.jit(train.step_function(silent, steps_per_epoch=6))
+  before = spread(state)
+  for i in range(3):
+    state, _ = step(state, batch, jax.random.key(i), None)
+  assert spread(state) < 0.9 * before, (before, spread(state))

@@ -211,6 +211,9 @@ def test_variant_labels_from_configs():
       "first (3 epochs)")
   assert label("multispectral,subsets,fusion=late,pool=learned,poolscale=10", "dynamic") == (
       "dynamic stem (K=4, D=8, late fusion, learned pooling x10) + subset training")
+  assert label("multispectral,subsets,fusion=late,pool=learned,poolent=0.1", "dynamic") == (
+      "dynamic stem (K=4, D=8, late fusion, learned pooling, pooling entropy 0.1) + subset "
+      "training")
   assert label("multispectral,subsets,fusion=late,pool=learned,poolfloor=0.5,poolgrad=mean",
                "dynamic") == ("dynamic stem (K=4, D=8, late fusion, learned pooling, pooling "
                               "floor 0.5, straight-through pooling) + subset training")
