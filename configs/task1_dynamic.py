@@ -61,7 +61,9 @@ For bands that are not copies of each other (decoys, a few informative bands), a
 ',poolscale=10,full=0.5' (the learned pooling 10x faster, half the draws the full set; stage 2i):
 one_band over seeds 0-2 all bands 82.1%, NIR alone 81.3% (-1.4 to its specialist); held-out
 texture_contrast within 3 points of every specialist; ~3-5 min a run on 2 cores. Not the default:
-on the RGB set it costs RG and G ~5.7 points (two seeds).
+on the RGB set it costs RG and G ~5.7 points (two seeds). With ',sampling=small' added it passes
+the RGB rule (two seeds) but one_band's NIR falls to 78.0% (seed 0; stage 2j, which also tried
+',poolgrad=mean', ',poolfloor=A' and ',poolent=W': none kept).
 
 ImageNet-mini (seed recipe: Adam 1e-3, batch 64, 25 epochs, 256x256):
   python -m minijax.main --config=configs/task1_dynamic.py:subsets,backbone=resnet34 \
