@@ -55,6 +55,11 @@ POOLING_BACKWARDS = ("weights", "mean")
 DEFAULT_IDENTITY_SCALE = 0.1  # The config's default and the report's "not the default" test.
 
 
+def _mean_weights(mask):
+  """1 / (present channels) where present, 0 where absent; (C,) or (B, C) as the mask."""
+  return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+
+
 class DynamicConvStem(nn.Module):
   """(B, H, W, C) for any C >= 1 plus the channels' ids -> (B, H', W', features).
 
@@ -88,8 +93,8 @@ class DynamicConvStem(nn.Module):
   # init whatever S.
   pooling_score_scale: float = 1.0
   # "learned": w_i = (1 - floor) softmax_i + floor / (present channels), so no present channel's
-  # weight falls below floor / (present): the fast pooling otherwise leaves one of two correlated
-  # channels (RGB) nearly untrained in the mixtures (issue 29, stage 2j).
+  # weight falls below floor / (present), against a fast pooling that concentrates on one of
+  # several correlated channels (RGB); stage 2j of issue 29 measured it: it costs decoy data more.
   pooling_floor: float = 0.0
   # "learned", late fusion: "weights" = the plain gradient; "mean" = straight-through: the forward
   # pass weighs the channels' features by w, the backward pass gives each present channel's
@@ -203,14 +208,12 @@ class DynamicConvStem(nn.Module):
     visible ones in every subset that holds them.
     """
     if self.channel_pooling == "mean":
-      return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+      return _mean_weights(mask)
     scores = (self.embedding(jnp.asarray(ids)) @ self.pooling_score
               * self.pooling_score_scale)                                  # (C,)
     learned = jax.nn.softmax(jnp.broadcast_to(scores, mask.shape), axis=-1, where=mask > 0)
-    learned = jnp.where(mask > 0, learned, 0.0)
     if self.pooling_floor:
-      mean = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
-      learned = (1.0 - self.pooling_floor) * learned + self.pooling_floor * mean
+      learned = (1.0 - self.pooling_floor) * learned + self.pooling_floor * _mean_weights(mask)
     return learned
 
   def attention_weights(self, x, ids, mask) -> jax.Array:
@@ -309,7 +312,7 @@ class DynamicConvStem(nn.Module):
     if self.pooling_backward == "mean":
       # Forward: sum_i w_i f_i (f - stop_gradient(f) is 0). Backward: f_i gets the mean's share,
       # w_i gets f_i (straight-through weights).
-      mean = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+      mean = _mean_weights(mask)
       mean = mean if mean.ndim == 1 else mean[:, None, None, :]
       frozen = jax.lax.stop_gradient(stacked_outputs)
       return jnp.sum(frozen * scale[..., None].astype(self.dtype)
