@@ -68,7 +68,7 @@ for run in $RUNS; do
   start=$(date +%s)
   # shellcheck disable=SC2086  # $config holds the config path and its overrides.
   python -m minijax.main --config=$config $DATA --workdir="$workdir" --config.progress_bar=False \
-      > "$workdir.log" 2>&1
+      >> "$workdir.log" 2>&1  # appended: a resumed run keeps its earlier epochs
   rc=$?
   echo "$(date -u +%FT%TZ) $run: rc=$rc after $(( $(date +%s) - start )) s (log $workdir.log)"
   if [ "$rc" -ne 0 ]; then failed+=("$run"); continue; fi
