@@ -76,6 +76,8 @@ Config args after ':' (comma-separated, e.g. ':demo,subsets,k=8'):
                 entropy, to the loss: a pull towards equal weights (default 0)
   poolgrad=mean with pool=learned,fusion=late: straight-through weights: each present channel's
                 features trained as if the weights were the mean's (default 'weights')
+  poolwarm=E    with pool=learned: the scores held at their init (the mean) for the first E
+                epochs, so every channel's features learn before the pooling picks (default 0)
 Every field stays overridable with --config.KEY=VALUE.
 """
 import ml_collections
@@ -117,6 +119,9 @@ def add_fields(config: ml_collections.ConfigDict) -> None:
   config.model.stem_options.pooling_backward = "weights"
   # Dynamic stem, channel_pooling='learned': W > 0 adds W (1 - H(w) / log C) to the loss.
   config.model.stem_options.pooling_entropy_weight = 0.0
+  # Dynamic stem, channel_pooling='learned': E > 0 holds the scores at their init (equal weights)
+  # for the first E epochs (the optimizer's updates of them are zeroed), then they learn.
+  config.model.stem_options.pooling_warmup_epochs = 0.0
   # Dynamic stem: init std of each channel's own kernel part against the shared kernel's.
   config.model.stem_options.identity_scale = DEFAULT_IDENTITY_SCALE
   # Dynamic stem, late fusion: > 0 adds this weight times a per-channel head's cross-entropy.
@@ -220,6 +225,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       options.pooling_entropy_weight,
                       "is a loss on the learned pooling's weights: it needs model.stem='dynamic' "
                       "with model.stem_options.channel_pooling='learned' (config arg pool=learned)")
+  if not options.pooling_warmup_epochs >= 0:
+    raise ConfigError("model.stem_options.pooling_warmup_epochs", options.pooling_warmup_epochs,
+                      "must be >= 0")
+  if options.pooling_warmup_epochs and (stem != "dynamic" or options.channel_pooling != "learned"):
+    raise ConfigError("model.stem_options.pooling_warmup_epochs", options.pooling_warmup_epochs,
+                      "holds the learned pooling's scores: it needs model.stem='dynamic' with "
+                      "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
   if options.pooling_backward not in POOLING_BACKWARDS:
     raise ConfigError("model.stem_options.pooling_backward", options.pooling_backward,
                       f"choose from {POOLING_BACKWARDS}")
@@ -306,7 +318,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                               d=8, attn=True, tau=1.0, fusion="early", pool="mean",
                               ident=DEFAULT_IDENTITY_SCALE, bandloss=0.0, chanattn=False,
                               poolscale=1.0, poolfloor=0.0, poolgrad="weights",
-                              poolent=0.0)
+                              poolent=0.0, poolwarm=0.0)
   if args.backbone not in BACKBONES:
     raise ValueError(f"config arg backbone={args.backbone!r}: choose from {BACKBONES}")
   given = {t.split("=")[0].strip() for t in (arg or "").split(",")}
@@ -320,10 +332,10 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
                      "that subset alone: no subsets, train= or fill= with it")
   if stem != "dynamic" and {"k", "d", "attn", "tau", "fusion", "pool", "ident",
                             "bandloss", "chanattn", "poolscale", "poolfloor", "poolgrad",
-                            "poolent"} & given:
+                            "poolent", "poolwarm"} & given:
     raise ValueError("config args k=, d=, attn=, tau=, fusion=, pool=, ident=, bandloss=, "
-                     "chanattn, poolscale=, poolfloor=, poolgrad=, poolent= apply to the dynamic "
-                     "config (configs/task1_dynamic.py)")
+                     "chanattn, poolscale=, poolfloor=, poolgrad=, poolent=, poolwarm= apply to "
+                     "the dynamic config (configs/task1_dynamic.py)")
   config = config_lib.base_config()
   config.project = "task1"
   add_fields(config)
@@ -367,6 +379,7 @@ def get_config(stem: str, arg: str | None) -> ml_collections.ConfigDict:
   options.pooling_floor = args.poolfloor
   options.pooling_backward = args.poolgrad
   options.pooling_entropy_weight = args.poolent
+  options.pooling_warmup_epochs = args.poolwarm
   options.identity_scale = args.ident
   options.band_loss_weight = args.bandloss
   return config

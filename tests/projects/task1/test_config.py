@@ -162,7 +162,7 @@ def test_the_band_loss_config_arg():
   config = task1_config.get_config("dynamic", "demo,fusion=late,bandloss=0.5")
   assert config.model.stem_options.band_loss_weight == 0.5
   projects.validate(config)
-  with pytest.raises(ValueError, match="bandloss=, chanattn, .*poolent= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="bandloss=, chanattn, .*poolwarm= apply to the dynamic"):
     task1_config.get_config("conv", "demo,bandloss=0.5")
 
 
@@ -180,7 +180,7 @@ def test_the_per_channel_attention_config_arg():
   assert config.model.stem_options.attention_per_channel
   assert stems.dynamic_stem_factory(config)(features=4).attention_per_channel
   assert not task1_config.get_config("dynamic", "demo").model.stem_options.attention_per_channel
-  with pytest.raises(ValueError, match="chanattn, poolscale=, .*poolent= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="chanattn, poolscale=, .*poolwarm= apply to the dynamic"):
     task1_config.get_config("conv", "demo,chanattn")
 
 
@@ -195,7 +195,7 @@ def test_the_pooling_score_scale_config_arg():
     projects.validate(task1_config.get_config("dynamic", "demo,poolscale=10"))
   with pytest.raises(ConfigError, match="pooling_score_scale=0.0.*must be > 0"):
     projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolscale=0"))
-  with pytest.raises(ValueError, match="poolscale=, .*poolent= apply to the dynamic config"):
+  with pytest.raises(ValueError, match="poolscale=, .*poolwarm= apply to the dynamic"):
     task1_config.get_config("conv", "demo,poolscale=10")
 
 
@@ -225,7 +225,7 @@ def test_the_pooling_floor_and_straight_through_config_args():
       ("demo,fusion=late,pool=learned,poolgrad=sum", "pooling_backward='sum'.*choose from")):
     with pytest.raises(ConfigError, match=message):
       projects.validate(task1_config.get_config("dynamic", arg))
-  with pytest.raises(ValueError, match="poolgrad=, poolent= apply to the dynamic"):
+  with pytest.raises(ValueError, match="poolgrad=, poolent=, poolwarm= apply to the dynamic"):
     task1_config.get_config("conv", "demo,poolgrad=mean")
 
 
@@ -241,3 +241,17 @@ def test_the_pooling_entropy_config_arg():
     projects.validate(task1_config.get_config("dynamic", "demo,poolent=0.1"))
   with pytest.raises(ConfigError, match="pooling_entropy_weight=-1.0.*must be >= 0"):
     projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolent=-1"))
+
+
+def test_the_pooling_warmup_config_arg():
+  config = task1_config.get_config("dynamic", "demo,fusion=late,pool=learned,poolwarm=2")
+  projects.validate(config)
+  assert config.model.stem_options.pooling_warmup_epochs == 2.0
+  assert task1_config.get_config("dynamic", "demo").model.stem_options.pooling_warmup_epochs == 0
+  with pytest.raises(ConfigError, match="pooling_warmup_epochs=2.0.*needs model.stem='dynamic' "
+                     "with model.stem_options.channel_pooling='learned'"):
+    projects.validate(task1_config.get_config("dynamic", "demo,poolwarm=2"))
+  with pytest.raises(ConfigError, match="pooling_warmup_epochs=-1.0.*must be >= 0"):
+    projects.validate(task1_config.get_config("dynamic", "demo,pool=learned,poolwarm=-1"))
+  with pytest.raises(ValueError, match="poolent=, poolwarm= apply to the dynamic"):
+    task1_config.get_config("conv", "demo,poolwarm=2")

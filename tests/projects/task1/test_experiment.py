@@ -187,3 +187,26 @@ def test_poolent_sows_the_pooling_weights_and_its_loss_pulls_them_towards_the_me
   for i in range(3):
     state, _ = step(state, batch, jax.random.key(i), None)
   assert spread(state) < 0.9 * before, (before, spread(state))
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 1.0])
+def test_poolwarm_holds_the_pooling_scores_for_its_epochs_and_trains_the_rest(warmup_epochs):
+  config = tiny_config("complexcnn", project="task1", **{
+      "model.stem": "dynamic", "model.stem_options.fusion": "late",
+      "model.stem_options.channel_pooling": "learned",
+      "model.stem_options.pooling_warmup_epochs": warmup_epochs})
+  experiment = projects.build(config)
+  state = train.create_train_state(experiment, experiment.optimizer(2), sharding.make_mesh(),
+                                   jax.random.key(0))
+  step = jax.jit(train.step_function(experiment, steps_per_epoch=2))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3), np.uint8)),
+           "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  scores_moved, kernel = [], np.asarray(state.params["stem"]["generator_kernel"])
+  for i in range(3):
+    state, _ = step(state, batch, jax.random.key(i), None)
+    scores_moved.append(bool(np.any(np.asarray(state.params["stem"]["pooling_score"]) != 0)))
+    # The stem's kernels learn from the first step either way.
+    assert not np.array_equal(kernel, np.asarray(state.params["stem"]["generator_kernel"]))
+  # Held for 1 epoch (2 steps here), moved by the third; without the warmup, by the first.
+  assert scores_moved == ([False, False, True] if warmup_epochs else [True, True, True])
