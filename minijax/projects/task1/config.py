@@ -216,22 +216,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.stem_options.pooling_floor", options.pooling_floor,
                       "floors the learned pooling's weights: it needs "
                       "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
-  if not options.pooling_entropy_weight >= 0:
-    raise ConfigError("model.stem_options.pooling_entropy_weight",
-                      options.pooling_entropy_weight, "must be >= 0")
-  if options.pooling_entropy_weight and (stem != "dynamic"
-                                         or options.channel_pooling != "learned"):
-    raise ConfigError("model.stem_options.pooling_entropy_weight",
-                      options.pooling_entropy_weight,
-                      "is a loss on the learned pooling's weights: it needs model.stem='dynamic' "
-                      "with model.stem_options.channel_pooling='learned' (config arg pool=learned)")
-  if not options.pooling_warmup_epochs >= 0:
-    raise ConfigError("model.stem_options.pooling_warmup_epochs", options.pooling_warmup_epochs,
-                      "must be >= 0")
-  if options.pooling_warmup_epochs and (stem != "dynamic" or options.channel_pooling != "learned"):
-    raise ConfigError("model.stem_options.pooling_warmup_epochs", options.pooling_warmup_epochs,
-                      "holds the learned pooling's scores: it needs model.stem='dynamic' with "
-                      "model.stem_options.channel_pooling='learned' (config arg pool=learned)")
+  for field, what in (("pooling_entropy_weight", "is a loss on the learned pooling's weights"),
+                      ("pooling_warmup_epochs", "holds the learned pooling's scores")):
+    value = options[field]
+    if not value >= 0:
+      raise ConfigError(f"model.stem_options.{field}", value, "must be >= 0")
+    if value and (stem != "dynamic" or options.channel_pooling != "learned"):
+      raise ConfigError(f"model.stem_options.{field}", value,
+                        f"{what}: it needs model.stem='dynamic' with model.stem_options."
+                        "channel_pooling='learned' (config arg pool=learned)")
   if options.pooling_backward not in POOLING_BACKWARDS:
     raise ConfigError("model.stem_options.pooling_backward", options.pooling_backward,
                       f"choose from {POOLING_BACKWARDS}")
